@@ -1,0 +1,1 @@
+"""The pure Multi-Paxos core: no I/O, no clock, no threads, no global randomness."""
