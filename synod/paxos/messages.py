@@ -73,7 +73,8 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class AcceptReply:
-    """Phase 2b. `ok=False` means the ballot was refused, or (`gap=True`) slots are missing."""
+    """Phase 2b. `ok=False`: the ballot was refused. `gap=True`: the entries were not stored
+    because slots before them are missing; `match_slot` says where to resume."""
 
     src: NodeId
     dst: NodeId
@@ -103,6 +104,7 @@ class TimeoutNow:
     src: NodeId
     dst: NodeId
     ballot: Ballot
+    commit_slot: Slot
 
 
 Message = (

@@ -1,16 +1,66 @@
-"""The Multi-Paxos node: a deterministic state machine with no I/O (API skeleton)."""
+"""The Multi-Paxos node: a deterministic state machine with no I/O, no clock and no threads.
+
+Theory of operation
+-------------------
+Every member is an acceptor; one voter at a time acts as the stable leader (proposer).
+
+* Ballots `(round, node_id)` are unique per proposer. A would-be leader first asks for
+  pre-votes (no state changes: a member that was cut off cannot depose a healthy leader),
+  then runs phase 1 once, for every slot after its commit slot. Acceptors answer with all
+  they accepted in that range. The leader re-proposes, per slot, the value with the highest
+  ballot it saw, fills holes with no-ops, and from then on runs phase 2 only.
+* A follower counts a slot as accepted in the leader's ballot only as part of a contiguous
+  prefix (`_match_slot`); it learns a slot is chosen when the leader's piggybacked commit slot
+  covers it and its own entry there carries the leader's ballot. The leader knows a slot is
+  chosen when a quorum of voters match it in its ballot.
+* Persistence contract: any message that reveals acceptor state (a promise, an accept reply,
+  a vote) is placed in `Ready.persisted_messages` and leaves only after the Ready's persist
+  is durable. The leader's own Accepts leave at once; its own acceptance counts only after
+  `persisted()`.
+* Reads (read-index): a read is tagged with a read round begun after it arrived; it is
+  confirmed when a quorum of voters acknowledged that round in the leader's ballot, and
+  released once the entries up to the commit slot of its arrival were handed for apply.
+* Election restriction: an acceptor promises (or pre-votes) only to a candidate whose commit
+  slot is at least its own. Then a candidate never needs slots an acceptor compacted.
+* A restarted member trusts only its snapshot as chosen: the commit hint in the hard state
+  may be ahead of entries that did not survive the crash, so it is re-learned from a leader.
+"""
 
 from __future__ import annotations
 
 import enum
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from synod.paxos.config import Config
-from synod.paxos.messages import Message
-from synod.paxos.ready import Ready
-from synod.paxos.types import Ballot, Entry, HardState, Membership, NodeId, Slot, SnapshotMeta
+from synod.paxos.errors import NotLeader, ProposalDropped
+from synod.paxos.log import AcceptorLog
+from synod.paxos.messages import (
+    Accept,
+    AcceptReply,
+    InstallSnapshot,
+    Message,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+    TimeoutNow,
+)
+from synod.paxos.progress import PeerProgress
+from synod.paxos.ready import ReadState, Ready, SnapshotInstall, SnapshotRequest
+from synod.paxos.types import (
+    BALLOT_ZERO,
+    Ballot,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    NodeId,
+    Slot,
+    SnapshotMeta,
+)
 
 
 class Role(enum.Enum):
@@ -20,10 +70,17 @@ class Role(enum.Enum):
     LEADER = "leader"
 
 
+class TransferRefused(Exception):
+    """A leadership transfer named a member that cannot take over."""
+
+
 @dataclass(frozen=True, slots=True)
 class Restore:
-    """What a member recovered from storage. Bootstrap: empty hard state, snapshot at slot 0
-    carrying the initial membership, no entries."""
+    """What a member recovered from storage.
+
+    Bootstrap: empty hard state, a snapshot at slot 0 carrying the initial membership, no
+    entries.
+    """
 
     hard_state: HardState
     snapshot: SnapshotMeta
@@ -35,35 +92,781 @@ class Restore:
         return Restore(HardState(), SnapshotMeta(Slot(0), membership), ())
 
 
-class Node:
-    def __init__(self, node_id: NodeId, config: Config, rng: random.Random, restore: Restore):
-        raise NotImplementedError
+@dataclass(frozen=True, slots=True)
+class _PendingRead:
+    read_id: int
+    read_round: int
+    slot: Slot
 
-    # inputs
-    def tick(self) -> None: ...
-    def step(self, message: Message) -> None: ...
+
+class Node:
+    """One member's consensus state. Feed it inputs; carry out the `Ready` it returns."""
+
+    def __init__(
+        self, node_id: NodeId, config: Config, rng: random.Random, restore: Restore
+    ) -> None:
+        config.validate()
+        assert restore.snapshot.last_slot >= 0
+        self.node_id = node_id
+        self.config = config
+        self._rng = rng
+        self._promised = restore.hard_state.promised
+        self._max_round_seen = self._promised.round
+        self._snapshot = restore.snapshot
+        self._log = AcceptorLog(restore.snapshot.last_slot, restore.entries)
+        self._membership = restore.snapshot.membership
+        self._refresh_membership_from(self._log.first_slot)
+        # Only the snapshot is known chosen after a restart (see the module docstring).
+        self._commit_slot = restore.snapshot.last_slot
+        self._handed_slot = restore.snapshot.last_slot
+        self._applied_slot = restore.snapshot.last_slot
+        self._role = Role.FOLLOWER
+        self._leader: NodeId | None = None
+        self._leader_ballot = BALLOT_ZERO
+        self._match_slot = self._commit_slot
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._election_timeout = self._draw_election_timeout()
+        self._votes: dict[NodeId, bool] = {}
+        self._pre_vote_ballot = BALLOT_ZERO
+        self._promises: dict[NodeId, tuple[Entry, ...]] = {}
+        self._transfer_campaign = False
+        # Leader state.
+        self._peers: dict[NodeId, PeerProgress] = {}
+        self._proposals: deque[bytes] = deque()
+        self._own_match_slot = Slot(0)
+        self._recovery_end = Slot(0)
+        self._unpersisted: deque[tuple[int, Ballot, Slot]] = deque()
+        self._read_round_sent = 0
+        self._read_round_wanted = False
+        self._reads_unconfirmed: deque[_PendingRead] = deque()
+        self._reads_confirmed: deque[_PendingRead] = deque()
+        self._transfer_target: NodeId | None = None
+        self._transfer_elapsed = 0
+        self._transfer_timeout_sent = False
+        # Output buffers, drained by `ready()`.
+        self._ready_number = 0
+        self._unstable_from: Slot | None = None
+        self._hard_state_dirty = False
+        self._must_sync = False
+        self._snapshot_install: SnapshotInstall | None = None
+        self._messages: list[Message] = []
+        self._persisted_messages: list[Message] = []
+        self._reads_released: list[ReadState] = []
+        self._reads_failed: list[int] = []
+        self._snapshot_requests: list[SnapshotRequest] = []
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def ballot(self) -> Ballot:
+        """The highest ballot this acceptor promised (the leader's own ballot when leading)."""
+        return self._promised
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._leader
+
+    @property
+    def commit_slot(self) -> Slot:
+        return self._commit_slot
+
+    @property
+    def applied_slot(self) -> Slot:
+        return self._applied_slot
+
+    @property
+    def last_slot(self) -> Slot:
+        return self._log.last_slot
+
+    @property
+    def membership(self) -> Membership:
+        return self._membership
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._snapshot
+
+    def entry(self, slot: Slot) -> Entry | None:
+        return self._log.entry(slot)
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """One unit of logical time passed."""
+        if self._role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_follower()
+
+    def step(self, message: Message) -> None:
+        """Handle one message from a peer."""
+        assert message.dst == self.node_id, "message delivered to the wrong member"
+        assert message.src != self.node_id, "a member never messages itself"
+        self._max_round_seen = max(self._max_round_seen, message.ballot.round)
+        match message:
+            case PreVote():
+                self._on_pre_vote(message)
+            case PreVoteReply():
+                self._on_pre_vote_reply(message)
+            case Prepare():
+                self._on_prepare(message)
+            case Promise():
+                self._on_promise(message)
+            case Accept():
+                self._on_accept(message)
+            case AcceptReply():
+                self._on_accept_reply(message)
+            case InstallSnapshot():
+                self._on_install_snapshot(message)
+            case TimeoutNow():
+                self._on_timeout_now(message)
+
     def propose(self, commands: Sequence[bytes]) -> None:
-        """Queue commands; raises NotLeader or ProposalDropped."""
+        """Queue client commands for the log. Raises NotLeader or ProposalDropped; a command
+        that was queued may still be lost if leadership is lost (outcome unknown)."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._transfer_target is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        if len(self._proposals) + len(commands) > self.config.proposal_queue_max:
+            raise ProposalDropped("proposal queue full")
+        self._proposals.extend(commands)
+
     def read_index(self, read_id: int) -> None:
-        """Start a linearizable read; raises NotLeader."""
-    def transfer_leadership(self, target: NodeId) -> None: ...
-    def persisted(self, number: int) -> None: ...
-    def applied(self, slot: Slot) -> None: ...
-    def compact(self, meta: SnapshotMeta) -> None: ...
-    # outputs
-    def has_ready(self) -> bool: ...
-    def ready(self) -> Ready: ...
-    def check_invariants(self) -> None: ...
-    # introspection
-    @property
-    def role(self) -> Role: ...
-    @property
-    def ballot(self) -> Ballot: ...
-    @property
-    def leader(self) -> NodeId | None: ...
-    @property
-    def commit_slot(self) -> Slot: ...
-    @property
-    def applied_slot(self) -> Slot: ...
-    @property
-    def membership(self) -> Membership: ...
+        """Begin a linearizable read; `Ready.reads` releases it. Raises NotLeader."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        pending = len(self._reads_unconfirmed) + len(self._reads_confirmed)
+        if pending >= self.config.reads_pending_max:
+            raise ProposalDropped("too many reads pending")
+        slot = max(self._commit_slot, self._recovery_end)
+        self._reads_unconfirmed.append(_PendingRead(read_id, self._read_round_sent + 1, slot))
+        self._read_round_wanted = True
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to `target` once it holds every slot the leader holds."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if target == self.node_id:
+            return
+        if target not in self._membership.voters:
+            raise TransferRefused(f"member {target} is not a voter")
+        self._transfer_target = target
+        self._transfer_elapsed = 0
+        self._transfer_timeout_sent = False
+        self._maybe_send_timeout_now()
+
+    def persisted(self, number: int) -> None:
+        """The Ready numbered `number` (and every earlier one) is durable."""
+        assert number <= self._ready_number
+        while self._unpersisted and self._unpersisted[0][0] <= number:
+            _, ballot, last_slot = self._unpersisted.popleft()
+            if self._role is Role.LEADER and ballot == self._promised:
+                self._own_match_slot = max(self._own_match_slot, last_slot)
+        if self._role is Role.LEADER:
+            self._maybe_commit()
+
+    def applied(self, slot: Slot) -> None:
+        """The state machine applied every entry up to `slot`."""
+        assert slot <= self._handed_slot, "applied an entry that was never handed out"
+        assert slot >= self._applied_slot, "applied slot went backwards"
+        self._applied_slot = slot
+
+    def compact(self, meta: SnapshotMeta) -> None:
+        """A durable state-machine snapshot covers every slot up to `meta.last_slot`."""
+        assert meta.last_slot <= self._applied_slot, "snapshot beyond what was applied"
+        if meta.last_slot <= self._snapshot.last_slot:
+            return
+        self._snapshot = meta
+        self._log.compact(meta.last_slot)
+        if self._unstable_from is not None and self._unstable_from < self._log.first_slot:
+            self._unstable_from = self._log.first_slot
+
+    # ------------------------------------------------------------------ outputs
+
+    def has_ready(self) -> bool:
+        self._prepare_output()
+        return bool(
+            self._messages
+            or self._persisted_messages
+            or self._unstable_from is not None
+            or self._hard_state_dirty
+            or self._snapshot_install is not None
+            or self._handed_slot < self._commit_slot
+            or self._reads_released
+            or self._reads_failed
+            or self._snapshot_requests
+            or self._releasable_reads()
+        )
+
+    def ready(self) -> Ready:
+        self._prepare_output()
+        self._ready_number += 1
+        entries: tuple[Entry, ...] = ()
+        if self._unstable_from is not None:
+            entries = tuple(self._log.from_slot(self._unstable_from))
+            if entries and self._role is Role.LEADER:
+                self._unpersisted.append((self._ready_number, self._promised, entries[-1].slot))
+        hard_state = None
+        if self._hard_state_dirty:
+            hard_state = HardState(self._promised, self._commit_slot)
+        committed: tuple[Entry, ...] = ()
+        if self._handed_slot < self._commit_slot:
+            committed = tuple(self._log.slice(Slot(self._handed_slot + 1), self._commit_slot))
+            self._handed_slot = self._commit_slot
+        self._release_reads()
+        ready = Ready(
+            number=self._ready_number,
+            hard_state=hard_state,
+            snapshot=self._snapshot_install,
+            entries=entries,
+            must_sync=self._must_sync or bool(entries) or self._snapshot_install is not None,
+            messages=tuple(self._messages),
+            persisted_messages=tuple(self._persisted_messages),
+            committed=committed,
+            reads=tuple(self._reads_released),
+            failed_reads=tuple(self._reads_failed),
+            snapshot_requests=tuple(self._snapshot_requests),
+        )
+        self._unstable_from = None
+        self._hard_state_dirty = False
+        self._must_sync = False
+        self._snapshot_install = None
+        self._messages = []
+        self._persisted_messages = []
+        self._reads_released = []
+        self._reads_failed = []
+        self._snapshot_requests = []
+        return ready
+
+    def check_invariants(self) -> None:
+        """Assert what must hold between any two inputs."""
+        self._log.check()
+        assert self._log.first_slot == self._snapshot.last_slot + 1
+        assert self._applied_slot <= self._handed_slot <= self._commit_slot
+        assert self._commit_slot <= self._log.last_slot
+        assert self._snapshot.last_slot <= self._applied_slot
+        if self._role is Role.LEADER:
+            assert self._leader == self.node_id
+            assert self._promised.node_id == self.node_id
+            assert self._own_match_slot <= self._log.last_slot
+            for progress in self._peers.values():
+                assert progress.match_slot <= self._log.last_slot
+        else:
+            assert not self._proposals, "only a leader queues proposals"
+            assert self._commit_slot <= self._match_slot
+
+    # ------------------------------------------------------------------ timers
+
+    def _draw_election_timeout(self) -> int:
+        ticks = self.config.election_ticks
+        return ticks + self._rng.randrange(ticks)
+
+    def _tick_follower(self) -> None:
+        self._election_elapsed += 1
+        if self._election_elapsed < self._election_timeout:
+            return
+        if self.node_id not in self._membership.voters:
+            self._election_elapsed = 0
+            return
+        if self.config.pre_vote:
+            self._start_pre_vote()
+        else:
+            self._start_campaign(transfer=False)
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+        if self._transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_ticks:
+                self._transfer_target = None
+        for peer, progress in self._peers.items():
+            self._tick_peer(peer, progress)
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_recently_active():
+                self._become_follower(leader=None)
+
+    def _tick_peer(self, peer: NodeId, progress: PeerProgress) -> None:
+        if progress.snapshot_pending:
+            progress.snapshot_elapsed += 1
+            if progress.snapshot_elapsed >= self.config.snapshot_retry_ticks:
+                progress.snapshot_pending = False
+                progress.rewind()
+            return
+        if progress.match_slot >= self._log.last_slot:
+            progress.ticks_since_progress = 0
+            return
+        progress.ticks_since_progress += 1
+        if progress.ticks_since_progress >= self.config.retransmit_ticks:
+            progress.rewind()
+
+    def _quorum_recently_active(self) -> bool:
+        active = {self.node_id}
+        for peer, progress in self._peers.items():
+            if progress.recently_active:
+                active.add(peer)
+            progress.recently_active = False
+        return self._membership.is_quorum(active)
+
+    def _in_leader_lease(self) -> bool:
+        """True while a leader was heard from within the minimum election timeout."""
+        if self._role is Role.LEADER:
+            return True
+        return self._leader is not None and self._election_elapsed < self.config.election_ticks
+
+    # ------------------------------------------------------------------ elections
+
+    def _start_pre_vote(self) -> None:
+        self._role = Role.PRE_CANDIDATE
+        self._leader = None
+        self._reset_election_timer()
+        round_next = max(self._max_round_seen, self._promised.round) + 1
+        self._pre_vote_ballot = Ballot(round_next, self.node_id)
+        self._votes = {self.node_id: True}
+        for voter in self._other_voters():
+            self._messages.append(
+                PreVote(self.node_id, voter, self._pre_vote_ballot, self._commit_slot)
+            )
+        self._tally_pre_votes()
+
+    def _on_pre_vote(self, message: PreVote) -> None:
+        granted = (
+            not self._in_leader_lease()
+            and message.ballot > self._promised
+            and message.commit_slot >= self._commit_slot
+        )
+        self._persisted_messages.append(
+            PreVoteReply(self.node_id, message.src, message.ballot, granted, self._promised)
+        )
+
+    def _on_pre_vote_reply(self, message: PreVoteReply) -> None:
+        if self._role is not Role.PRE_CANDIDATE or message.ballot != self._pre_vote_ballot:
+            return
+        self._votes[message.src] = message.granted
+        self._tally_pre_votes()
+
+    def _tally_pre_votes(self) -> None:
+        granted = {voter for voter, vote in self._votes.items() if vote}
+        refused = {voter for voter, vote in self._votes.items() if not vote}
+        if self._membership.is_quorum(granted):
+            self._start_campaign(transfer=False)
+        elif self._membership.is_quorum(refused):
+            self._become_follower(leader=None)
+
+    def _start_campaign(self, transfer: bool) -> None:
+        """Phase 1: promise ourselves a fresh ballot, then ask the other voters."""
+        self._role = Role.CANDIDATE
+        self._leader = None
+        self._reset_election_timer()
+        round_next = max(self._max_round_seen, self._promised.round) + 1
+        self._set_promised(Ballot(round_next, self.node_id))
+        self._transfer_campaign = transfer
+        from_slot = Slot(self._commit_slot + 1)
+        self._promises = {self.node_id: tuple(self._log.from_slot(from_slot))}
+        for voter in self._other_voters():
+            self._persisted_messages.append(
+                Prepare(self.node_id, voter, self._promised, from_slot, self._commit_slot, transfer)
+            )
+        self._tally_promises()
+
+    def _on_prepare(self, message: Prepare) -> None:
+        refuse = (
+            message.ballot < self._promised
+            or (not message.transfer and self._in_leader_lease() and self._leader != message.src)
+            or message.commit_slot < self._commit_slot
+        )
+        if refuse:
+            self._persisted_messages.append(
+                Promise(self.node_id, message.src, message.ballot, False, self._promised)
+            )
+            return
+        if message.ballot > self._promised:
+            self._set_promised(message.ballot)
+            self._become_follower(leader=None)
+        self._reset_election_timer()
+        assert message.from_slot >= self._log.first_slot, "election restriction broken"
+        entries = tuple(self._log.from_slot(message.from_slot))
+        self._persisted_messages.append(
+            Promise(self.node_id, message.src, message.ballot, True, self._promised, entries)
+        )
+
+    def _on_promise(self, message: Promise) -> None:
+        if self._role is not Role.CANDIDATE or message.ballot != self._promised:
+            return
+        if not message.granted:
+            if message.promised > self._promised:
+                self._become_follower(leader=None)
+            return
+        self._promises[message.src] = message.entries
+        self._tally_promises()
+
+    def _tally_promises(self) -> None:
+        if self._membership.is_quorum(set(self._promises)):
+            self._become_leader()
+
+    def _on_timeout_now(self, message: TimeoutNow) -> None:
+        if message.src != self._leader or message.ballot != self._leader_ballot:
+            return
+        if self.node_id not in self._membership.voters:
+            return
+        self._advance_commit(min(message.commit_slot, self._match_slot))
+        self._start_campaign(transfer=True)
+
+    # ------------------------------------------------------------------ role changes
+
+    def _become_follower(self, leader: NodeId | None) -> None:
+        if self._role is Role.LEADER:
+            self._abandon_leadership()
+        self._role = Role.FOLLOWER
+        self._leader = leader
+        self._votes = {}
+        self._promises = {}
+
+    def _abandon_leadership(self) -> None:
+        """Forget leader state. Queued proposals never entered the log; reads fail."""
+        self._peers = {}
+        self._proposals.clear()
+        self._unpersisted.clear()
+        self._transfer_target = None
+        for read in list(self._reads_unconfirmed) + list(self._reads_confirmed):
+            self._reads_failed.append(read.read_id)
+        self._reads_unconfirmed.clear()
+        self._reads_confirmed.clear()
+        self._read_round_wanted = False
+        self._leader_ballot = BALLOT_ZERO
+        self._match_slot = self._commit_slot
+
+    def _become_leader(self) -> None:
+        """Re-propose, per slot, the value with the highest accepted ballot; fill holes."""
+        ballot = self._promised
+        start = Slot(self._commit_slot + 1)
+        chosen_candidates: dict[int, Entry] = {}
+        for node in sorted(self._promises):
+            for entry in self._promises[node]:
+                if entry.slot < start:
+                    continue
+                seen = chosen_candidates.get(entry.slot)
+                if seen is None or entry.ballot > seen.ballot:
+                    chosen_candidates[entry.slot] = entry
+        end = Slot(max(chosen_candidates, default=self._commit_slot))
+        for slot_number in range(start, end + 1):
+            slot = Slot(slot_number)
+            found = chosen_candidates.get(slot)
+            if found is None:
+                self._store(Entry(slot, ballot, EntryKind.NOOP))
+            else:
+                self._store(found.with_ballot(ballot))
+        self._role = Role.LEADER
+        self._leader = self.node_id
+        self._leader_ballot = ballot
+        self._promises = {}
+        self._votes = {}
+        self._recovery_end = end
+        self._own_match_slot = self._commit_slot
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._peers = {
+            member: PeerProgress(next_slot=start)
+            for member in self._membership.members
+            if member != self.node_id
+        }
+        self._broadcast_heartbeat()
+
+    # ------------------------------------------------------------------ phase 2: follower
+
+    def _on_accept(self, message: Accept) -> None:
+        if message.ballot < self._promised:
+            self._reply_refused(message.src, message.ballot)
+            return
+        self._follow(message.src, message.ballot)
+        gap = False
+        if message.entries:
+            gap = not self._store_accepted(message.entries)
+        self._advance_commit(min(message.commit_slot, self._match_slot))
+        self._persisted_messages.append(
+            AcceptReply(
+                self.node_id,
+                message.src,
+                message.ballot,
+                True,
+                self._match_slot,
+                message.read_round,
+                self._promised,
+                gap,
+            )
+        )
+
+    def _follow(self, leader: NodeId, ballot: Ballot) -> None:
+        """Adopt `ballot`'s proposer as leader: an accept is an implicit promise."""
+        if ballot > self._promised:
+            self._set_promised(ballot)
+        if self._role is not Role.FOLLOWER:
+            self._become_follower(leader)
+        self._leader = leader
+        if self._leader_ballot != ballot:
+            self._leader_ballot = ballot
+            self._match_slot = self._commit_slot
+            self._advance_match()
+        self._reset_election_timer()
+
+    def _store_accepted(self, entries: tuple[Entry, ...]) -> bool:
+        """Store a contiguous run of accepted entries; False if a gap precedes them."""
+        first = entries[0].slot
+        if first > self._match_slot + 1:
+            return False
+        for entry in entries:
+            assert entry.ballot == self._leader_ballot
+            held = self._log.entry(entry.slot)
+            if entry.slot <= self._commit_slot:
+                assert held is None or held.same_value(entry), "a chosen value changed"
+                continue
+            if held is not None and held.ballot == entry.ballot:
+                continue
+            self._store(entry)
+        self._advance_match()
+        return True
+
+    def _advance_match(self) -> None:
+        log = self._log
+        while True:
+            entry = log.entry(Slot(self._match_slot + 1))
+            if entry is None or entry.ballot != self._leader_ballot:
+                return
+            self._match_slot = entry.slot
+
+    def _reply_refused(self, leader: NodeId, ballot: Ballot) -> None:
+        self._persisted_messages.append(
+            AcceptReply(self.node_id, leader, ballot, False, Slot(0), 0, self._promised)
+        )
+
+    def _on_install_snapshot(self, message: InstallSnapshot) -> None:
+        if message.ballot < self._promised:
+            self._reply_refused(message.src, message.ballot)
+            return
+        self._follow(message.src, message.ballot)
+        meta = message.meta
+        if meta.last_slot > self._commit_slot:
+            self._install_snapshot(meta, message.data)
+        self._persisted_messages.append(
+            AcceptReply(
+                self.node_id,
+                message.src,
+                message.ballot,
+                True,
+                self._match_slot,
+                0,
+                self._promised,
+            )
+        )
+
+    def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Everything up to `meta.last_slot` is chosen; later accepted entries are kept."""
+        self._snapshot = meta
+        self._log.compact(meta.last_slot)
+        self._snapshot_install = SnapshotInstall(meta, data)
+        self._commit_slot = meta.last_slot
+        self._handed_slot = meta.last_slot
+        self._applied_slot = meta.last_slot
+        self._hard_state_dirty = True
+        self._membership = meta.membership
+        self._refresh_membership_from(self._log.first_slot)
+        self._match_slot = meta.last_slot
+        self._advance_match()
+        # Storage replaces its log with the snapshot: write the retained tail back.
+        if len(self._log):
+            self._unstable_from = self._log.first_slot
+        else:
+            self._unstable_from = None
+
+    # ------------------------------------------------------------------ phase 2: leader
+
+    def _on_accept_reply(self, message: AcceptReply) -> None:
+        if self._role is not Role.LEADER or message.ballot != self._promised:
+            return
+        if not message.ok:
+            if message.promised > self._promised:
+                self._become_follower(leader=None)
+            return
+        progress = self._peers.get(message.src)
+        if progress is None:
+            return
+        progress.recently_active = True
+        progress.read_round = max(progress.read_round, message.read_round)
+        advanced = progress.acknowledged(message.match_slot)
+        if progress.snapshot_pending and message.match_slot >= self._snapshot.last_slot:
+            progress.snapshot_pending = False
+        if message.gap:
+            if message.match_slot >= progress.match_slot and not advanced:
+                progress.rewind()
+        elif not progress.in_flight:
+            progress.probing = False
+        if advanced:
+            self._maybe_commit()
+        self._maybe_confirm_reads()
+        self._maybe_send_timeout_now()
+
+    def _maybe_commit(self) -> None:
+        matches = [self._own_match_slot]
+        for voter in self._other_voters():
+            progress = self._peers.get(voter)
+            matches.append(progress.match_slot if progress is not None else Slot(0))
+        matches.sort(reverse=True)
+        quorum_match = matches[self._membership.quorum() - 1]
+        if self.node_id not in self._membership.voters:
+            return
+        self._advance_commit(quorum_match)
+
+    def _advance_commit(self, slot: Slot) -> None:
+        if slot > self._commit_slot:
+            assert slot <= self._log.last_slot
+            self._commit_slot = slot
+            self._hard_state_dirty = True
+
+    def _cut_proposals(self) -> None:
+        """Batch queued commands into new slots, bounded by the uncommitted-slot window."""
+        config = self.config
+        while self._proposals:
+            if self._log.last_slot - self._commit_slot >= config.uncommitted_slots_max:
+                return
+            batch: list[bytes] = []
+            batch_bytes = 0
+            while self._proposals and len(batch) < config.batch_commands_max:
+                command = self._proposals[0]
+                if batch and batch_bytes + len(command) > config.batch_bytes_max:
+                    break
+                batch.append(self._proposals.popleft())
+                batch_bytes += len(command)
+            slot = Slot(self._log.last_slot + 1)
+            self._store(Entry(slot, self._promised, EntryKind.COMMANDS, tuple(batch)))
+
+    def _send_accepts(self, peer: NodeId, progress: PeerProgress) -> None:
+        config = self.config
+        log = self._log
+        while progress.next_slot <= log.last_slot and progress.window_open(
+            config.window_messages_max, config.window_bytes_max
+        ):
+            if progress.next_slot < log.first_slot:
+                progress.snapshot_pending = True
+                progress.snapshot_elapsed = 0
+                self._snapshot_requests.append(SnapshotRequest(peer, self._promised))
+                return
+            last = Slot(min(log.last_slot, progress.next_slot + config.accept_entries_max - 1))
+            entries = log.slice(progress.next_slot, last)
+            size_bytes = 0
+            for count, entry in enumerate(entries):
+                size_bytes += entry.size_bytes
+                if size_bytes >= config.batch_bytes_max and count > 0:
+                    entries = entries[: count + 1]
+                    break
+            self._messages.append(
+                Accept(
+                    self.node_id,
+                    peer,
+                    self._promised,
+                    tuple(entries),
+                    self._commit_slot,
+                    self._read_round_sent,
+                )
+            )
+            progress.sent(entries[-1].slot, size_bytes)
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer in sorted(self._peers):
+            self._messages.append(
+                Accept(
+                    self.node_id,
+                    peer,
+                    self._promised,
+                    (),
+                    self._commit_slot,
+                    self._read_round_sent,
+                )
+            )
+
+    def _maybe_send_timeout_now(self) -> None:
+        target = self._transfer_target
+        if target is None or self._transfer_timeout_sent:
+            return
+        progress = self._peers.get(target)
+        if progress is None or progress.match_slot < self._log.last_slot:
+            return
+        # Proposals stay refused until the transfer times out, so that the target's commit
+        # slot is not overtaken while it runs phase 1.
+        self._messages.append(TimeoutNow(self.node_id, target, self._promised, self._commit_slot))
+        self._transfer_timeout_sent = True
+
+    # ------------------------------------------------------------------ reads
+
+    def _maybe_confirm_reads(self) -> None:
+        if not self._reads_unconfirmed:
+            return
+        rounds = [self._read_round_sent]
+        for voter in self._other_voters():
+            progress = self._peers.get(voter)
+            rounds.append(progress.read_round if progress is not None else 0)
+        rounds.sort(reverse=True)
+        confirmed_round = rounds[self._membership.quorum() - 1]
+        while self._reads_unconfirmed and self._reads_unconfirmed[0].read_round <= confirmed_round:
+            self._reads_confirmed.append(self._reads_unconfirmed.popleft())
+
+    def _releasable_reads(self) -> bool:
+        return bool(self._reads_confirmed) and self._reads_confirmed[0].slot <= self._commit_slot
+
+    def _release_reads(self) -> None:
+        while self._reads_confirmed and self._reads_confirmed[0].slot <= self._handed_slot:
+            read = self._reads_confirmed.popleft()
+            self._reads_released.append(ReadState(read.read_id, read.slot))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _prepare_output(self) -> None:
+        """Turn queued work into messages: new slots, accepts within windows, read rounds."""
+        if self._role is not Role.LEADER:
+            return
+        if self._proposals:
+            self._cut_proposals()
+        if self._read_round_wanted:
+            self._read_round_wanted = False
+            self._read_round_sent += 1
+            self._broadcast_heartbeat()
+            self._maybe_confirm_reads()
+        for peer in sorted(self._peers):
+            progress = self._peers[peer]
+            if progress.next_slot <= self._log.last_slot:
+                self._send_accepts(peer, progress)
+
+    def _store(self, entry: Entry) -> None:
+        self._log.store(entry)
+        if self._unstable_from is None or entry.slot < self._unstable_from:
+            self._unstable_from = entry.slot
+        if entry.kind is EntryKind.MEMBERSHIP:
+            assert entry.membership is not None
+            self._membership = entry.membership
+
+    def _refresh_membership_from(self, first: Slot) -> None:
+        for entry in self._log.from_slot(first):
+            if entry.membership is not None:
+                self._membership = entry.membership
+
+    def _set_promised(self, ballot: Ballot) -> None:
+        assert ballot > self._promised, "promises only grow"
+        self._promised = ballot
+        self._hard_state_dirty = True
+        self._must_sync = True
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        self._election_timeout = self._draw_election_timeout()
+
+    def _other_voters(self) -> list[NodeId]:
+        return [voter for voter in self._membership.voters if voter != self.node_id]
