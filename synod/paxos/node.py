@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import enum
 import random
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from synod.paxos.config import Config
 from synod.paxos.errors import NotLeader, ProposalDropped
@@ -133,7 +135,7 @@ class Node:
         self._transfer_campaign = False
         # Leader state.
         self._peers: dict[NodeId, PeerProgress] = {}
-        self._proposals: deque[bytes] = deque()
+        self._proposals: list[bytes] = []
         self._own_match_slot = Slot(0)
         self._recovery_end = Slot(0)
         self._unpersisted: deque[tuple[int, Ballot, Slot]] = deque()
@@ -733,21 +735,33 @@ class Node:
             self._hard_state_dirty = True
 
     def _cut_proposals(self) -> None:
-        """Batch queued commands into new slots, bounded by the uncommitted-slot window."""
+        """Batch queued commands into new slots, bounded by the uncommitted-slot window.
+
+        Slicing and `accumulate` keep the per-command cost in C: this is the hot path.
+        """
         config = self.config
-        while self._proposals:
+        queued = self._proposals
+        head = 0
+        while head < len(queued):
             if self._log.last_slot - self._commit_slot >= config.uncommitted_slots_max:
-                return
-            batch: list[bytes] = []
-            batch_bytes = 0
-            while self._proposals and len(batch) < config.batch_commands_max:
-                command = self._proposals[0]
-                if batch and batch_bytes + len(command) > config.batch_bytes_max:
-                    break
-                batch.append(self._proposals.popleft())
-                batch_bytes += len(command)
+                break
+            candidates = queued[head : head + config.batch_commands_max]
+            cumulative = list(accumulate(map(len, candidates)))
+            count = max(1, bisect_right(cumulative, config.batch_bytes_max))
             slot = Slot(self._log.last_slot + 1)
-            self._store(Entry(slot, self._promised, EntryKind.COMMANDS, tuple(batch)))
+            commands = tuple(candidates[:count])
+            self._store(
+                Entry(
+                    slot,
+                    self._promised,
+                    EntryKind.COMMANDS,
+                    commands,
+                    None,
+                    32 + cumulative[count - 1],
+                )
+            )
+            head += count
+        del queued[:head]
 
     def _send_accepts(self, peer: NodeId, progress: PeerProgress) -> None:
         config = self.config
