@@ -1,0 +1,1 @@
+"""Generated stubs of the etcd v3 protobuf package authpb (see scripts/gen_protos.py)."""
