@@ -7,18 +7,22 @@ on PATH.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import queue
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.mvccpb import kv_pb2
@@ -95,7 +99,8 @@ def _ready(target: str, proc: subprocess.Popen[bytes], deadline: float) -> grpc.
 
 
 @pytest.fixture(scope="module")
-def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[grpc.Channel, str]]:
+    """(gRPC channel, host:port) of a running etcd."""
     logs = []
     for attempt in range(3):  # a free port can be taken between probe and bind
         base = tmp_path_factory.mktemp(f"etcd{attempt}")
@@ -104,7 +109,7 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
             ch = _ready(target, proc, time.monotonic() + 20)
             if ch is not None:
                 try:
-                    yield ch
+                    yield ch, target
                 finally:
                     ch.close()
                 return
@@ -112,6 +117,11 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
             _stop(proc)
         logs.append(log.read_text(errors="replace")[-2000:])
     pytest.fail("etcd did not come up:\n" + "\n---\n".join(logs))
+
+
+@pytest.fixture(scope="module")
+def channel(etcd: tuple[grpc.Channel, str]) -> grpc.Channel:
+    return etcd[0]
 
 
 def _kv(ch: grpc.Channel) -> Any:
@@ -280,3 +290,38 @@ def test_lock_and_election(channel: grpc.Channel) -> None:
     assert who.kv.create_revision == won.leader.rev
     election.Resign(v3election_pb2.ResignRequest(leader=won.leader), timeout=TIMEOUT)
     lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=TIMEOUT)
+
+
+def _gateway(target: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://{target}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        out: dict[str, Any] = json.loads(resp.read())
+        return out
+
+
+def test_json_gateway_uses_our_field_names(etcd: tuple[grpc.Channel, str]) -> None:
+    # etcd's JSON gateway is the proto3 JSON mapping of these very messages with the
+    # original field names: parsing its answers strictly must succeed, and printing
+    # them back the same way must give the same JSON.
+    channel, target = etcd
+    lid = rpc_pb2_grpc.LeaseStub(channel).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60)).ID
+    _kv(channel).Put(rpc_pb2.PutRequest(key=b"/j/k", value=b"v", lease=lid), timeout=TIMEOUT)
+    key = base64.b64encode(b"/j/k").decode()
+    cases = [
+        ("/v3/kv/range", {"key": key}, rpc_pb2.RangeResponse()),
+        ("/v3/kv/put", {"key": key, "value": "dg==", "prev_kv": True}, rpc_pb2.PutResponse()),
+        ("/v3/lease/timetolive", {"ID": str(lid), "keys": True}, rpc_pb2.LeaseTimeToLiveResponse()),
+        ("/v3/cluster/member/list", {}, rpc_pb2.MemberListResponse()),
+        ("/v3/maintenance/status", {}, rpc_pb2.StatusResponse()),
+    ]
+    for path, body, msg in cases:
+        raw = _gateway(target, path, body)
+        json_format.ParseDict(raw, msg)  # strict: an unknown field name raises
+        again = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+        assert again == raw, path
+    assert raw["header"]["cluster_id"].isdigit()  # 64-bit integers travel as strings
