@@ -212,7 +212,7 @@ def test_watch_one_event(channel: grpc.Channel) -> None:
         assert created.created and not created.events
         _kv(channel).Put(rpc_pb2.PutRequest(key=b"/w/x", value=b"v1"), timeout=TIMEOUT)
         put = _kv(channel).Put(rpc_pb2.PutRequest(key=b"/w/x", value=b"v2"), timeout=TIMEOUT)
-        events = []
+        events: list[kv_pb2.Event] = []
         while len(events) < 2:
             resp = next(call)
             assert resp.watch_id == created.watch_id
@@ -312,7 +312,7 @@ def test_json_gateway_uses_our_field_names(etcd: tuple[grpc.Channel, str]) -> No
     lid = rpc_pb2_grpc.LeaseStub(channel).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60)).ID
     _kv(channel).Put(rpc_pb2.PutRequest(key=b"/j/k", value=b"v", lease=lid), timeout=TIMEOUT)
     key = base64.b64encode(b"/j/k").decode()
-    cases = [
+    cases: list[tuple[str, dict[str, Any], Any]] = [
         ("/v3/kv/range", {"key": key}, rpc_pb2.RangeResponse()),
         ("/v3/kv/put", {"key": key, "value": "dg==", "prev_kv": True}, rpc_pb2.PutResponse()),
         ("/v3/lease/timetolive", {"ID": str(lid), "keys": True}, rpc_pb2.LeaseTimeToLiveResponse()),
