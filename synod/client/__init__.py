@@ -1,0 +1,1 @@
+"""Synod client (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Synod recipes (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Synod transport (see DESIGN.md)."""
