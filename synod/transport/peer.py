@@ -1,0 +1,209 @@
+"""Persistent peer connections: one outgoing TCP connection per peer, batched frames.
+
+Owns sockets and nothing else: it delivers what it is given and hands up what arrives; it
+decides nothing. Messages queued for a peer during one event-loop iteration leave together
+in one frame. A peer that is down costs a bounded queue (the oldest frames are dropped: the
+protocol above tolerates loss) and a reconnect with exponential backoff. A connection that
+sends an invalid frame is closed with a log line; nothing else is affected.
+
+Each connection starts with a hello frame `[MAGIC, cluster_id, sender_id]`; a hello from
+another cluster is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from synod.transport.codec import (
+    FRAME_HEADER,
+    WireError,
+    decode_payload,
+    encode_frame,
+    frame_length,
+)
+
+log = logging.getLogger(__name__)
+
+MAGIC = "synod-peer-1"
+QUEUED_FRAMES_MAX = 1024
+BACKOFF_S_MIN = 0.05
+BACKOFF_S_MAX = 2.0
+
+FrameHandler = Callable[[int, list[Any]], None]
+
+
+@dataclass
+class _Outgoing:
+    peer_id: int
+    host: str
+    port: int
+    pending: list[Any] = field(default_factory=list)
+    frames: deque[bytes] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    bytes_sent: int = 0
+
+
+class PeerTransport:
+    """Sends item batches to peers and hands up item batches from them.
+
+    Items are msgpack-encodable values (the runtime encodes core messages and its own
+    forwarding messages); `on_frame(sender_id, items)` receives each arriving batch.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: int,
+        listen: tuple[str, int],
+        peers: dict[int, tuple[str, int]],
+        on_frame: FrameHandler,
+    ) -> None:
+        assert node_id not in peers
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.listen = listen
+        self.on_frame = on_frame
+        self._outgoing = {
+            peer_id: _Outgoing(peer_id, host, port) for peer_id, (host, port) in peers.items()
+        }
+        self._server: asyncio.Server | None = None
+        self._flush_scheduled = False
+        self._incoming: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.bytes_received = 0
+
+    async def start(self) -> None:
+        host, port = self.listen
+        self._server = await asyncio.start_server(self._serve_connection, host, port)
+        for outgoing in self._outgoing.values():
+            outgoing.task = asyncio.create_task(self._run_outgoing(outgoing))
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [o.task for o in self._outgoing.values() if o.task is not None]
+        tasks.extend(self._incoming)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    def connected(self, peer_id: int) -> bool:
+        return self._outgoing[peer_id].connected
+
+    def send(self, peer_id: int, items: Sequence[Any]) -> None:
+        """Queue items for `peer_id`; they leave in one frame at the end of this iteration."""
+        outgoing = self._outgoing.get(peer_id)
+        if outgoing is None:
+            log.warning("dropping %d items for unknown peer %s", len(items), peer_id)
+            return
+        outgoing.pending.extend(items)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for outgoing in self._outgoing.values():
+            if not outgoing.pending:
+                continue
+            try:
+                frame = encode_frame(outgoing.pending)
+            except WireError:
+                log.exception("dropping an oversized batch for peer %s", outgoing.peer_id)
+                outgoing.pending = []
+                continue
+            outgoing.pending = []
+            outgoing.frames.append(frame)
+            while len(outgoing.frames) > QUEUED_FRAMES_MAX:
+                outgoing.frames.popleft()
+            outgoing.wakeup.set()
+
+    async def _run_outgoing(self, outgoing: _Outgoing) -> None:
+        backoff_s = BACKOFF_S_MIN
+        while not self._closing:
+            try:
+                _, writer = await asyncio.open_connection(outgoing.host, outgoing.port)
+            except OSError:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, BACKOFF_S_MAX)
+                continue
+            backoff_s = BACKOFF_S_MIN
+            try:
+                writer.write(encode_frame([MAGIC, self.cluster_id, self.node_id]))
+                outgoing.connected = True
+                await self._pump(outgoing, writer)
+            except (OSError, ConnectionError) as error:
+                log.info("connection to peer %s lost: %s", outgoing.peer_id, error)
+            finally:
+                outgoing.connected = False
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def _pump(self, outgoing: _Outgoing, writer: asyncio.StreamWriter) -> None:
+        while not self._closing:
+            if not outgoing.frames:
+                outgoing.wakeup.clear()
+                await outgoing.wakeup.wait()
+                continue
+            frames = list(outgoing.frames)
+            outgoing.frames.clear()
+            for frame in frames:
+                writer.write(frame)
+                outgoing.bytes_sent += len(frame)
+            await writer.drain()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._incoming.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            sender_id = await self._read_hello(reader)
+            while not self._closing:
+                items = await self._read_frame(reader)
+                if not isinstance(items, list):
+                    raise WireError("a frame is an array of items")
+                self.on_frame(sender_id, items)
+        except asyncio.IncompleteReadError:
+            pass
+        except WireError as error:
+            log.warning("closing peer connection from %s: %s", peer, error)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            self._incoming.discard(task)
+            writer.close()
+
+    async def _read_hello(self, reader: asyncio.StreamReader) -> int:
+        hello = await self._read_frame(reader)
+        if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == MAGIC):
+            raise WireError(f"bad hello {hello!r:.80}")
+        _, cluster_id, sender_id = hello
+        if cluster_id != self.cluster_id:
+            raise WireError(f"peer belongs to cluster {cluster_id}, not {self.cluster_id}")
+        if not isinstance(sender_id, int) or sender_id == self.node_id:
+            raise WireError(f"bad sender id {sender_id!r}")
+        return sender_id
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> object:
+        header = await reader.readexactly(FRAME_HEADER.size)
+        payload = await reader.readexactly(frame_length(header))
+        self.bytes_received += len(header) + len(payload)
+        return decode_payload(payload)

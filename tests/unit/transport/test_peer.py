@@ -1,0 +1,122 @@
+"""Peer transport on loopback: batches arrive whole, garbage closes only its connection,
+and a restarted peer is reconnected."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from synod.transport.codec import encode_frame
+from synod.transport.peer import PeerTransport
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def wait_until(condition: Any, seconds: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def make_pair() -> tuple[PeerTransport, PeerTransport, list[Any], list[Any]]:
+    port_a, port_b = free_port(), free_port()
+    got_a: list[Any] = []
+    got_b: list[Any] = []
+    a = PeerTransport(
+        1,
+        7,
+        ("127.0.0.1", port_a),
+        {2: ("127.0.0.1", port_b)},
+        lambda s, items: got_a.append((s, items)),
+    )
+    b = PeerTransport(
+        2,
+        7,
+        ("127.0.0.1", port_b),
+        {1: ("127.0.0.1", port_a)},
+        lambda s, items: got_b.append((s, items)),
+    )
+    return a, b, got_a, got_b
+
+
+def test_items_sent_in_one_iteration_arrive_in_one_frame() -> None:
+    async def scenario() -> None:
+        a, b, got_a, got_b = make_pair()
+        await a.start()
+        await b.start()
+        await wait_until(lambda: a.connected(2))
+        a.send(2, [["x", 1]])
+        a.send(2, [["y", 2]])
+        await wait_until(lambda: got_b)
+        assert got_b == [(1, [["x", 1], ["y", 2]])]
+        b.send(1, [[b"reply"]])
+        await wait_until(lambda: got_a)
+        assert got_a == [(2, [[b"reply"]])]
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_garbage_closes_only_that_connection() -> None:
+    async def scenario() -> None:
+        a, b, _, got_b = make_pair()
+        await a.start()
+        await b.start()
+        _, writer = await asyncio.open_connection(*b.listen)
+        writer.write(encode_frame(["not-a-hello"]))
+        await writer.drain()
+        await wait_until(lambda: a.connected(2))
+        a.send(2, [[1]])
+        await wait_until(lambda: got_b)
+        assert got_b == [(1, [[1]])]
+        writer.close()
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_hello_from_another_cluster_is_refused() -> None:
+    async def scenario() -> None:
+        port = free_port()
+        got: list[Any] = []
+        b = PeerTransport(2, 7, ("127.0.0.1", port), {}, lambda s, i: got.append(i))
+        await b.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_frame(["synod-peer-1", 8, 1]) + encode_frame([[1]]))
+        await writer.drain()
+        assert await reader.read() == b"", "the connection is closed"
+        assert got == []
+        await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_restarted_peer_is_reconnected() -> None:
+    async def scenario() -> None:
+        a, b, _, got_b = make_pair()
+        await a.start()
+        await b.start()
+        await wait_until(lambda: a.connected(2))
+        await b.stop()
+        b2 = PeerTransport(2, 7, b.listen, {1: a.listen}, lambda s, items: got_b.append(items))
+        await b2.start()
+        for attempt in range(200):
+            a.send(2, [[attempt]])
+            await asyncio.sleep(0.02)
+            if got_b:
+                break
+        assert got_b, "messages flow again after the peer restarted"
+        await a.stop()
+        await b2.stop()
+
+    asyncio.run(scenario())
