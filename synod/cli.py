@@ -1,4 +1,8 @@
-"""The `synod` command: one entry point, a subcommand per job."""
+"""The `synod` command: one entry point, a subcommand per job.
+
+`synod sim` runs the deterministic simulator (see synod/sim/cli.py). `synod up` starts a local
+cluster; until the network server exists it runs a short simulated cluster instead and says so.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,21 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start a local cluster (simulated until the server exists)")
     up.add_argument("--members", type=int, default=3)
     up.add_argument("--seed", type=int, default=1)
+    up.set_defaults(handler=run_up)
     return parser
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Run the simulated demo cluster (the real server has not landed yet)."""
+    if not 1 <= args.members <= 9 or args.seed < 0:
+        print("synod up: --members must be in 1..9 and --seed >= 0")
+        return 2
+    from synod.sim.demo import run_demo
+
+    healthy, lines = run_demo(args.members, args.seed)
+    for line in lines:
+        print(line)
+    return 0 if healthy else 1
 
 
 def main(argv: list[str] | None = None) -> int:
