@@ -1,0 +1,675 @@
+"""The MVCC key-value store: etcd v3's data model as a pure, deterministic state machine.
+
+Theory of operation. The store holds one global `revision` (1 when empty; every command
+that changes at least one key moves it up by exactly one, so all writes of a transaction or
+of a lease revocation share one revision) and, per key, the list of its records over time
+(`History`: a KeyValue with `create_revision`, `mod_revision`, `version`, `lease`, or a
+tombstone). `_live` mirrors the newest non-tombstone record of every key for fast current
+reads; `_changes` lists, per revision, the keys written there in order, which is what watch
+replay and HashKV walk. A range at an older revision reads the histories; `compact(C)`
+drops what no read at or above C needs (see `History.compact`).
+
+`apply(command)` is a pure function of the commands applied before: no clock (lease time is
+`Command.now_ms`, chosen by the proposing leader), no randomness (lease ids come from a
+counter), and iteration only over sorted containers. A command is fully validated before
+anything changes, so a raised `KVError` means "rejected, nothing happened" on every member.
+
+Invariants (`check_invariants`): `_live` equals the last non-tombstone record of each
+history; every revision in `_changes` lies in (compact_revision - 1, revision]; every live
+key with a lease is in that lease's key set and in no other.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+from sortedcontainers import SortedDict
+
+from synod.kv import errors
+from synod.kv.errors import MalformedCommand
+from synod.kv.keyspace import History, KeyInterval
+from synod.kv.lease import Lease, LeaseTable
+from synod.kv.messages import (
+    INT64_MAX,
+    INT64_MIN,
+    Command,
+    CompactionRequest,
+    CompactionResponse,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    Event,
+    EventType,
+    HashKVResponse,
+    KeyValue,
+    LeaseExpireRequest,
+    LeaseExpireResponse,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseId,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesResponse,
+    LeasePromoteRequest,
+    LeasePromoteResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseStatus,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    RequestOp,
+    ResponseHeader,
+    ResponseOp,
+    Revision,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+    WriteResponse,
+)
+from synod.kv.txn import check_delete, check_put, check_range, check_txn, compare_holds
+
+LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s election
+LEASES_DUE_MAX = 1000
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one applied command produced: its response and the events at its revision."""
+
+    response: WriteResponse
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(slots=True)
+class _Write:
+    """The writes of one command in progress; all share `revision` (current + 1)."""
+
+    revision: int
+    events: list[Event] = field(default_factory=list)
+
+    def view_revision(self) -> int:
+        """The revision a read inside this command sees: pending if anything changed."""
+        return self.revision if self.events else self.revision - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A transaction with its compares already decided, nested plans aligned with `ops`."""
+
+    succeeded: bool
+    ops: tuple[RequestOp, ...]
+    children: tuple[_Plan | None, ...]
+
+
+class KVStore:
+    """etcd's MVCC key space and lessor, driven by `apply` in log order."""
+
+    def __init__(self, *, lease_ttl_s_min: int = LEASE_TTL_S_MIN_DEFAULT) -> None:
+        self._revision = 1
+        self._compact_revision = 0
+        self._index: SortedDict = SortedDict()  # key -> History
+        self._live: SortedDict = SortedDict()  # key -> KeyValue
+        self._changes: SortedDict = SortedDict()  # revision -> tuple of keys, write order
+        self.leases = LeaseTable(lease_ttl_s_min)
+
+    @property
+    def revision(self) -> Revision:
+        return Revision(self._revision)
+
+    @property
+    def compact_revision(self) -> Revision:
+        return Revision(self._compact_revision)
+
+    def _header(self, revision: int | None = None) -> ResponseHeader:
+        return ResponseHeader(revision=self._revision if revision is None else revision)
+
+    # --- applying commands ------------------------------------------------------------
+
+    def apply(self, command: Command) -> Applied:
+        """Apply one committed command; raise `KVError` (having changed nothing) to reject."""
+        request = command.request
+        revision_before = self._revision
+        if isinstance(request, RangeRequest):
+            check_range(request)
+            self._check_read_revision(request.revision)
+            return Applied(self._range(request, pending=False))
+        if isinstance(request, CompactionRequest):
+            return Applied(self._compact(request))
+        if isinstance(request, LeaseGrantRequest):
+            return Applied(self._lease_grant(request, command.now_ms))
+        if isinstance(request, LeaseKeepAliveRequest):
+            return Applied(self._lease_keep_alive(request, command.now_ms))
+        if isinstance(request, LeasePromoteRequest):
+            assert request.extend_ms >= 0
+            self.leases.extend_all(command.now_ms, request.extend_ms)
+            return Applied(LeasePromoteResponse(self._header()))
+        write = _Write(self._revision + 1)
+        response: WriteResponse
+        if isinstance(request, PutRequest):
+            check_put(request)
+            self._check_put_state(request)
+            response = self._put(request, write)
+        elif isinstance(request, DeleteRangeRequest):
+            check_delete(request)
+            response = self._delete(request, write)
+        elif isinstance(request, TxnRequest):
+            response = self._txn(request, write)
+        elif isinstance(request, LeaseRevokeRequest):
+            response = self._lease_revoke(request, write)
+        else:
+            assert isinstance(request, LeaseExpireRequest)
+            response = self._lease_expire(request, command.now_ms, write)
+        self._commit(write)
+        assert self._revision - revision_before == (1 if write.events else 0)
+        return Applied(response, tuple(write.events))
+
+    def _commit(self, write: _Write) -> None:
+        if not write.events:
+            return
+        assert write.revision == self._revision + 1
+        self._changes[write.revision] = tuple(event.kv.key for event in write.events)
+        self._revision = write.revision
+
+    def _check_read_revision(self, revision: int) -> None:
+        """etcd's rule: <= 0 is current, above current is future, below compaction is gone."""
+        if revision > self._revision:
+            raise errors.FutureRevision()
+        if 0 < revision < self._compact_revision:
+            raise errors.Compacted()
+
+    def _check_put_state(self, request: PutRequest) -> None:
+        if request.lease != 0 and request.lease not in self.leases:
+            raise errors.LeaseNotFound()
+        if (request.ignore_value or request.ignore_lease) and request.key not in self._live:
+            raise errors.KeyNotFound()
+
+    # --- reads ------------------------------------------------------------------------
+
+    def range(self, request: RangeRequest) -> RangeResponse:
+        """A read served from this member's state (serializable, or after a read-index)."""
+        check_range(request)
+        self._check_read_revision(request.revision)
+        return self._range(request, pending=False)
+
+    def _range(self, request: RangeRequest, pending: bool) -> RangeResponse:
+        """etcd's applyRange: count is every key in range; filters, sort, then limit."""
+        interval = KeyInterval.of(request.key, request.range_end)
+        at = request.revision
+        kvs: list[KeyValue]
+        if at <= 0 or (at == self._revision and not pending):
+            kvs = [self._live[key] for key in interval.keys_in(self._live)]
+        else:
+            kvs = []
+            for key in interval.keys_in(self._index):
+                record = self._index[key].at(at)
+                if record is not None:
+                    kvs.append(record)
+        header = self._header(self._revision + 1 if pending else self._revision)
+        count = len(kvs)
+        if request.count_only:
+            return RangeResponse(header, count=count)
+        kvs = _filter_revisions(request, kvs)
+        kvs = _sort(request, kvs)
+        more = False
+        if 0 < request.limit < len(kvs):
+            kvs = kvs[: request.limit]
+            more = True
+        if request.keys_only:
+            kvs = [replace(kv, value=b"") for kv in kvs]
+        return RangeResponse(header, kvs=tuple(kvs), more=more, count=count)
+
+    def events_from(self, start_revision: int) -> Iterator[tuple[int, tuple[Event, ...]]]:
+        """Every revision from `start_revision` on with its events, for watch replay."""
+        if start_revision < self._compact_revision:
+            raise errors.Compacted()
+        for revision in self._changes.irange(minimum=start_revision):
+            yield revision, self._events_at(revision)
+
+    def _events_at(self, revision: int) -> tuple[Event, ...]:
+        events = []
+        for key in self._changes[revision]:
+            history: History = self._index[key]
+            record = history.exact(revision)
+            prev = history.at(revision - 1)
+            if record is None:
+                tombstone = KeyValue(key=key, mod_revision=revision)
+                events.append(Event(EventType.DELETE, tombstone, prev))
+            else:
+                events.append(Event(EventType.PUT, record, prev))
+        return tuple(events)
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _record(self, key: bytes, revision: int, kv: KeyValue | None) -> KeyValue | None:
+        """Write one change of `key` at `revision`; returns the value it replaced."""
+        prev: KeyValue | None = self._live.get(key)
+        history = self._index.get(key)
+        if history is None:
+            history = self._index[key] = History()
+        history.append(revision, kv)
+        if prev is not None and prev.lease != 0:
+            lease = self.leases.get(prev.lease)
+            assert lease is not None, "a live key's lease exists"
+            lease.keys.discard(key)
+        if kv is None:
+            del self._live[key]
+            return prev
+        self._live[key] = kv
+        if kv.lease != 0:
+            lease = self.leases.get(kv.lease)
+            assert lease is not None, "validated before the write"
+            lease.keys.add(key)
+        return prev
+
+    def _put(self, request: PutRequest, write: _Write) -> PutResponse:
+        prev: KeyValue | None = self._live.get(request.key)
+        value, lease = request.value, request.lease
+        if request.ignore_value or request.ignore_lease:
+            assert prev is not None, "validated before the write"
+            value = prev.value if request.ignore_value else value
+            lease = prev.lease if request.ignore_lease else lease
+        revision = write.revision
+        kv = KeyValue(
+            key=request.key,
+            create_revision=revision if prev is None else prev.create_revision,
+            mod_revision=revision,
+            version=1 if prev is None else prev.version + 1,
+            value=value,
+            lease=lease,
+        )
+        self._record(request.key, revision, kv)
+        write.events.append(Event(EventType.PUT, kv, prev))
+        return PutResponse(self._header(revision), prev_kv=prev if request.prev_kv else None)
+
+    def _delete_keys(self, keys: list[bytes], write: _Write) -> list[KeyValue]:
+        prevs = []
+        for key in keys:
+            prev = self._record(key, write.revision, None)
+            assert prev is not None
+            tombstone = KeyValue(key=key, mod_revision=write.revision)
+            write.events.append(Event(EventType.DELETE, tombstone, prev))
+            prevs.append(prev)
+        return prevs
+
+    def _delete(self, request: DeleteRangeRequest, write: _Write) -> DeleteRangeResponse:
+        keys = list(KeyInterval.of(request.key, request.range_end).keys_in(self._live))
+        prevs = self._delete_keys(keys, write)
+        return DeleteRangeResponse(
+            self._header(write.view_revision()),
+            deleted=len(prevs),
+            prev_kvs=tuple(prevs) if request.prev_kv else (),
+        )
+
+    def _txn(self, request: TxnRequest, write: _Write) -> TxnResponse:
+        """etcd's applyTxn: check, decide every compare on the state before the txn,
+        check the chosen path against the state, then write (nothing can fail now)."""
+        check_txn(request)
+        plan = self._plan(request)
+        self._check_plan(plan)
+        return self._run(plan, write)
+
+    def _plan(self, request: TxnRequest) -> _Plan:
+        succeeded = all(
+            compare_holds(compare, self._current(compare.key, compare.range_end))
+            for compare in request.compare
+        )
+        ops = request.success if succeeded else request.failure
+        children = tuple(self._plan(op) if isinstance(op, TxnRequest) else None for op in ops)
+        return _Plan(succeeded, ops, children)
+
+    def _current(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        return [self._live[k] for k in KeyInterval.of(key, range_end).keys_in(self._live)]
+
+    def _check_plan(self, plan: _Plan) -> None:
+        for op, child in zip(plan.ops, plan.children, strict=True):
+            if isinstance(op, RangeRequest):
+                self._check_read_revision(op.revision)
+            elif isinstance(op, PutRequest):
+                self._check_put_state(op)
+            elif child is not None:
+                self._check_plan(child)
+
+    def _run(self, plan: _Plan, write: _Write, nested: bool = False) -> TxnResponse:
+        responses: list[ResponseOp] = []
+        for op, child in zip(plan.ops, plan.children, strict=True):
+            if isinstance(op, RangeRequest):
+                responses.append(self._range(op, pending=bool(write.events)))
+            elif isinstance(op, PutRequest):
+                responses.append(self._put(op, write))
+            elif isinstance(op, DeleteRangeRequest):
+                responses.append(self._delete(op, write))
+            else:
+                assert child is not None
+                responses.append(self._run(child, write, nested=True))
+        # etcd leaves a nested txn's header empty; its ops' headers carry revisions.
+        header = ResponseHeader() if nested else self._header(write.view_revision())
+        return TxnResponse(header, succeeded=plan.succeeded, responses=tuple(responses))
+
+    def _compact(self, request: CompactionRequest) -> CompactionResponse:
+        revision = request.revision
+        if revision <= self._compact_revision:
+            raise errors.Compacted()
+        if revision > self._revision:
+            raise errors.FutureRevision()
+        for key in list(self._index.keys()):
+            history: History = self._index[key]
+            history.compact(revision)
+            if history.is_empty():
+                del self._index[key]
+        for old in list(self._changes.irange(maximum=revision, inclusive=(True, False))):
+            del self._changes[old]
+        self._compact_revision = revision
+        return CompactionResponse(self._header())
+
+    # --- leases -----------------------------------------------------------------------
+
+    def _lease_grant(self, request: LeaseGrantRequest, now_ms: int) -> LeaseGrantResponse:
+        lease = self.leases.grant(request.TTL, request.ID, now_ms)
+        return LeaseGrantResponse(self._header(), ID=lease.id, TTL=lease.ttl_s)
+
+    def _lease_keep_alive(
+        self, request: LeaseKeepAliveRequest, now_ms: int
+    ) -> LeaseKeepAliveResponse:
+        lease = self.leases.get(request.ID)
+        if lease is None:
+            raise errors.LeaseNotFound()
+        self.leases.refresh(lease.id, now_ms + lease.ttl_s * 1000)
+        return LeaseKeepAliveResponse(self._header(), ID=lease.id, TTL=lease.ttl_s)
+
+    def _lease_revoke(self, request: LeaseRevokeRequest, write: _Write) -> LeaseRevokeResponse:
+        if request.ID not in self.leases:
+            raise errors.LeaseNotFound()
+        self._drop_lease(request.ID, write)
+        return LeaseRevokeResponse(self._header(write.view_revision()))
+
+    def _lease_expire(
+        self, request: LeaseExpireRequest, now_ms: int, write: _Write
+    ) -> LeaseExpireResponse:
+        """The leader's verdict, taken back if a keep-alive got into the log before it."""
+        lease = self.leases.get(request.ID)
+        if lease is None or lease.deadline_ms > now_ms:
+            return LeaseExpireResponse(self._header(), expired=False)
+        self._drop_lease(request.ID, write)
+        return LeaseExpireResponse(self._header(write.view_revision()), expired=True)
+
+    def _drop_lease(self, lease_id: int, write: _Write) -> None:
+        """Delete every key of the lease in the one revision of `write`, then the lease."""
+        lease = self.leases.get(lease_id)
+        assert lease is not None
+        self._delete_keys(list(lease.keys), write)
+        assert not lease.keys
+        self.leases.remove(lease_id)
+
+    def time_to_live(self, request: LeaseTimeToLiveRequest, now_ms: int) -> LeaseTimeToLiveResponse:
+        """Remaining whole seconds on the leader's clock; TTL -1 for an unknown lease."""
+        lease = self.leases.get(request.ID)
+        if lease is None:
+            return LeaseTimeToLiveResponse(self._header(), ID=request.ID, TTL=-1)
+        remaining_s = max(0, (lease.deadline_ms - now_ms) // 1000)
+        keys = tuple(lease.keys) if request.keys else ()
+        return LeaseTimeToLiveResponse(
+            self._header(), ID=lease.id, TTL=remaining_s, grantedTTL=lease.ttl_s, keys=keys
+        )
+
+    def lease_leases(self) -> LeaseLeasesResponse:
+        statuses = tuple(LeaseStatus(ID=lease_id) for lease_id in self.leases.ids())
+        return LeaseLeasesResponse(self._header(), leases=statuses)
+
+    def leases_due(self, now_ms: int, limit: int = LEASES_DUE_MAX) -> tuple[LeaseId, ...]:
+        """For the leader: leases whose deadline passed by `now_ms`, earliest first."""
+        return self.leases.due(now_ms, limit)
+
+    def extend_all(self, now_ms: int, extend_ms: int) -> None:
+        """What `LeasePromoteRequest` does; exposed for a store no log drives (tests)."""
+        self.leases.extend_all(now_ms, extend_ms)
+
+    # --- integrity --------------------------------------------------------------------
+
+    def hash_kv(self, revision: int = 0) -> HashKVResponse:
+        """crc32 (IEEE) of the history visible at every revision in [compact, `revision`].
+
+        Hashed, in key order: the compact revision; per key, the record live at the compact
+        revision if older than it, then each record with compact <= mod_revision <=
+        revision, as (key, mod_revision, tombstone flag, create_revision, version, lease,
+        value). Members that applied the same commands and compactions agree on it.
+        """
+        revision = self._revision if revision <= 0 else revision
+        if revision > self._revision:
+            raise errors.FutureRevision()
+        if revision < self._compact_revision:
+            raise errors.Compacted()
+        compact = self._compact_revision
+        crc = zlib.crc32(struct.pack(">q", compact))
+        for key, history in self._index.items():
+            base = history.at(compact) if compact > 0 else None
+            if base is not None and base.mod_revision < compact:
+                crc = _hash_record(crc, key, base.mod_revision, base)
+            for at, record in zip(history.revisions, history.records, strict=True):
+                if at > revision:
+                    break
+                if at >= compact:
+                    crc = _hash_record(crc, key, at, record)
+        return HashKVResponse(self._header(), hash=crc, compact_revision=compact)
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole store as canonical msgpack: equal stores give equal bytes.
+
+        `[FORMAT, revision, compact_revision, lease_ttl_s_min, lease_id_counter, index,
+        changes, leases]`; index is `[[key, [[revision, record | nil], ...]], ...]` with a
+        record `[create_revision, version, value, lease]`; changes `[[revision, [key,
+        ...]], ...]`; leases `[[id, ttl_s, deadline_ms], ...]`, all in sorted order.
+        """
+        index = [
+            [key, [[at, _pack_record(record)] for at, record in _records(history)]]
+            for key, history in self._index.items()
+        ]
+        changes = [[revision, list(keys)] for revision, keys in self._changes.items()]
+        leases = []
+        for lease_id in self.leases.ids():
+            lease = self.leases.get(lease_id)
+            assert lease is not None
+            leases.append([lease.id, lease.ttl_s, lease.deadline_ms])
+        state = [
+            SNAPSHOT_FORMAT,
+            self._revision,
+            self._compact_revision,
+            self.leases.ttl_s_min,
+            self.leases.id_counter,
+            index,
+            changes,
+            leases,
+        ]
+        data: bytes = msgpack.packb(state, use_bin_type=True)
+        return data
+
+    @classmethod
+    def restore(cls, data: bytes) -> KVStore:
+        """The store `snapshot()` wrote; `MalformedCommand` if the bytes are not one."""
+        try:
+            state = msgpack.unpackb(data, use_list=True, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException) as error:
+            raise MalformedCommand(f"snapshot is not msgpack: {error}") from error
+        _need(isinstance(state, list) and len(state) == 8, "snapshot shape")
+        _need(state[0] == SNAPSHOT_FORMAT, "snapshot format")
+        revision, compact, ttl_s_min, id_counter = (_nat(value) for value in state[1:5])
+        _need(revision >= 1 and compact <= revision and ttl_s_min >= 1, "snapshot revisions")
+        store = cls(lease_ttl_s_min=ttl_s_min)
+        store._revision, store._compact_revision = revision, compact
+        store.leases.id_counter = id_counter
+        for item in _seq(state[7]):
+            _need(isinstance(item, list) and len(item) == 3, "snapshot lease")
+            lease_id, ttl_s, deadline_ms = _int(item[0]), _nat(item[1]), _int(item[2])
+            _need(lease_id != 0 and lease_id not in store.leases, "snapshot lease id")
+            store.leases.insert(Lease(LeaseId(lease_id), ttl_s, deadline_ms))
+        store._restore_index(_seq(state[5]))
+        store._restore_changes(_seq(state[6]))
+        store.check_invariants()
+        return store
+
+    def _restore_index(self, items: list[Any]) -> None:
+        previous_key = b""
+        for item in items:
+            _need(isinstance(item, list) and len(item) == 2, "snapshot key entry")
+            key = item[0]
+            _need(isinstance(key, bytes) and key > previous_key, "snapshot keys sorted")
+            previous_key = key
+            history = History()
+            for pair in _seq(item[1]):
+                _need(isinstance(pair, list) and len(pair) == 2, "snapshot record")
+                at = _nat(pair[0])
+                _need(at <= self._revision, "snapshot record revision")
+                _need(not history.revisions or history.revisions[-1] < at, "record order")
+                history.append(at, _unpack_record(key, at, pair[1]))
+            _need(not history.is_empty(), "snapshot key without records")
+            self._index[key] = history
+            last = history.records[-1]
+            if last is not None:
+                self._live[key] = last
+                if last.lease != 0:
+                    lease = self.leases.get(last.lease)
+                    _need(lease is not None, "snapshot key names a missing lease")
+                    assert lease is not None
+                    lease.keys.add(key)
+
+    def _restore_changes(self, items: list[Any]) -> None:
+        for item in items:
+            _need(isinstance(item, list) and len(item) == 2, "snapshot change")
+            at = _nat(item[0])
+            _need(self._compact_revision <= at <= self._revision, "snapshot change revision")
+            _need(not self._changes or self._changes.keys()[-1] < at, "change order")
+            keys = tuple(_seq(item[1]))
+            for key in keys:
+                history = self._index.get(key) if isinstance(key, bytes) else None
+                _need(history is not None and at in history.revisions, "snapshot change key")
+            self._changes[at] = keys
+
+    def check_invariants(self) -> None:
+        assert self._revision >= 1
+        assert 0 <= self._compact_revision <= self._revision
+        live_keys = [key for key, history in self._index.items() if history.records[-1]]
+        assert live_keys == list(self._live.keys())
+        for key in live_keys:
+            assert self._index[key].records[-1] == self._live[key]
+            kv: KeyValue = self._live[key]
+            if kv.lease != 0:
+                lease = self.leases.get(kv.lease)
+                assert lease is not None
+                assert key in lease.keys
+        for lease_id in self.leases.ids():
+            lease = self.leases.get(lease_id)
+            assert lease is not None
+            for key in lease.keys:
+                assert self._live[key].lease == lease_id
+        if self._changes:
+            assert self._changes.keys()[-1] <= self._revision
+            assert self._changes.keys()[0] >= self._compact_revision
+        self.leases.check_invariants()
+
+
+def _records(history: History) -> Iterator[tuple[int, KeyValue | None]]:
+    return zip(history.revisions, history.records, strict=True)
+
+
+def _pack_record(record: KeyValue | None) -> list[Any] | None:
+    if record is None:
+        return None
+    return [record.create_revision, record.version, record.value, record.lease]
+
+
+def _unpack_record(key: bytes, revision: int, packed: Any) -> KeyValue | None:
+    if packed is None:
+        return None
+    _need(isinstance(packed, list) and len(packed) == 4, "snapshot record value")
+    create_revision, version, value, lease = packed
+    _need(isinstance(value, bytes), "snapshot value bytes")
+    create_revision, version, lease = _nat(create_revision), _nat(version), _int(lease)
+    _need(0 < create_revision <= revision and version >= 1, "snapshot record fields")
+    return KeyValue(key, create_revision, revision, version, value, lease)
+
+
+def _need(condition: bool, what: str) -> None:
+    if not condition:
+        raise MalformedCommand(f"invalid snapshot: {what}")
+
+
+def _seq(value: Any) -> list[Any]:
+    _need(isinstance(value, list), "expected an array")
+    result: list[Any] = value
+    return result
+
+
+def _int(value: Any) -> int:
+    _need(type(value) is int and INT64_MIN <= value <= INT64_MAX, "expected an int64")
+    result: int = value
+    return result
+
+
+def _nat(value: Any) -> int:
+    result = _int(value)
+    _need(result >= 0, "expected a non-negative int")
+    return result
+
+
+def _hash_record(crc: int, key: bytes, revision: int, record: KeyValue | None) -> int:
+    crc = zlib.crc32(struct.pack(">I", len(key)) + key, crc)
+    if record is None:
+        return zlib.crc32(struct.pack(">qB", revision, 1), crc)
+    fixed = struct.pack(
+        ">qBqqqI",
+        revision,
+        0,
+        record.create_revision,
+        record.version,
+        record.lease,
+        len(record.value),
+    )
+    return zlib.crc32(fixed + record.value, crc)
+
+
+def _filter_revisions(request: RangeRequest, kvs: list[KeyValue]) -> list[KeyValue]:
+    """etcd's pruning: each bound applies only when non-zero."""
+    if request.min_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision >= request.min_mod_revision]
+    if request.max_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision <= request.max_mod_revision]
+    if request.min_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision >= request.min_create_revision]
+    if request.max_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision <= request.max_create_revision]
+    return kvs
+
+
+def _sort(request: RangeRequest, kvs: list[KeyValue]) -> list[KeyValue]:
+    """etcd sorts ascending by default when the target is not KEY (keys come sorted).
+
+    Python's sort is stable, so ties keep key order, ascending or descending: the order is
+    deterministic (etcd leaves ties unspecified).
+    """
+    order, target = request.sort_order, request.sort_target
+    if order == SortOrder.NONE and target != SortTarget.KEY:
+        order = SortOrder.ASCEND
+    if order == SortOrder.NONE:
+        return kvs
+    descending = order == SortOrder.DESCEND
+    if target == SortTarget.KEY:
+        return list(reversed(kvs)) if descending else kvs
+    if target == SortTarget.VALUE:
+        return sorted(kvs, key=lambda kv: kv.value, reverse=descending)
+    if target == SortTarget.VERSION:
+        return sorted(kvs, key=lambda kv: kv.version, reverse=descending)
+    if target == SortTarget.CREATE:
+        return sorted(kvs, key=lambda kv: kv.create_revision, reverse=descending)
+    assert target == SortTarget.MOD
+    return sorted(kvs, key=lambda kv: kv.mod_revision, reverse=descending)
