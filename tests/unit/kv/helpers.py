@@ -6,15 +6,22 @@ checks that the payload survives the log. Shorthands build the common requests.
 
 from __future__ import annotations
 
+from typing import Any
+
 from synod.kv import codec
 from synod.kv.messages import (
     Command,
     DeleteRangeRequest,
+    DeleteRangeResponse,
     Event,
     KeyValue,
     LeaseGrantRequest,
+    LeaseGrantResponse,
     PutRequest,
+    PutResponse,
     RangeRequest,
+    TxnRequest,
+    TxnResponse,
     WriteRequest,
     WriteResponse,
 )
@@ -39,21 +46,33 @@ class Store:
         self.kv.check_invariants()
         return applied.response
 
-    def put(self, key: bytes, value: bytes = b"", **options: object) -> WriteResponse:
-        return self.do(PutRequest(key, value, **options))  # type: ignore[arg-type]
+    def put(self, key: bytes, value: bytes = b"", **options: Any) -> PutResponse:
+        response = self.do(PutRequest(key, value, **options))
+        assert isinstance(response, PutResponse)
+        return response
 
-    def delete(self, key: bytes, range_end: bytes = b"", prev_kv: bool = False) -> WriteResponse:
-        return self.do(DeleteRangeRequest(key, range_end, prev_kv))
+    def delete(
+        self, key: bytes, range_end: bytes = b"", prev_kv: bool = False
+    ) -> DeleteRangeResponse:
+        response = self.do(DeleteRangeRequest(key, range_end, prev_kv))
+        assert isinstance(response, DeleteRangeResponse)
+        return response
+
+    def txn(self, request: TxnRequest) -> TxnResponse:
+        response = self.do(request)
+        assert isinstance(response, TxnResponse)
+        return response
 
     def grant(self, ttl_s: int, lease_id: int = 0, now_ms: int = 0) -> int:
         response = self.do(LeaseGrantRequest(ttl_s, lease_id), now_ms)
-        return response.ID  # type: ignore[union-attr]
+        assert isinstance(response, LeaseGrantResponse)
+        return response.ID
 
     def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
         kvs = self.kv.range(RangeRequest(key, revision=revision)).kvs
         assert len(kvs) <= 1
         return kvs[0] if kvs else None
 
-    def keys(self, key: bytes, range_end: bytes, **options: object) -> list[bytes]:
-        request = RangeRequest(key, range_end, **options)  # type: ignore[arg-type]
+    def keys(self, key: bytes, range_end: bytes, **options: Any) -> list[bytes]:
+        request = RangeRequest(key, range_end, **options)
         return [kv.key for kv in self.kv.range(request).kvs]

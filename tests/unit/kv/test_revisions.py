@@ -50,7 +50,9 @@ def test_recreated_key_starts_a_new_generation() -> None:
     store.delete(b"k")
     assert store.get(b"k") is None
     store.put(b"k", b"2")
-    assert store.get(b"k") == KeyValue(b"k", create_revision=4, mod_revision=4, version=1, value=b"2")
+    assert store.get(b"k") == KeyValue(
+        b"k", create_revision=4, mod_revision=4, version=1, value=b"2"
+    )
 
 
 def test_delete_of_a_missing_key_does_not_bump_the_revision() -> None:
@@ -130,10 +132,12 @@ def test_error_codes_and_messages_are_etcds_wire_values() -> None:
     """Goal: the exact strings and gRPC codes clients match (observed on etcd 3.4.23's JSON
     gateway). Method: compare a few classes with the recorded wire values."""
     assert errors.LeaseNotFound.message == "etcdserver: requested lease not found"
-    assert errors.LeaseNotFound.code == errors.GrpcCode.NOT_FOUND == 5
+    assert errors.LeaseNotFound.code == errors.GrpcCode.NOT_FOUND
+    assert int(errors.GrpcCode.NOT_FOUND) == 5
     assert errors.Compacted.message == "etcdserver: mvcc: required revision has been compacted"
     assert errors.FutureRevision.message.endswith("mvcc: required revision is a future revision")
-    assert errors.Compacted.code == errors.GrpcCode.OUT_OF_RANGE == 11
+    assert errors.Compacted.code == errors.GrpcCode.OUT_OF_RANGE
+    assert int(errors.GrpcCode.OUT_OF_RANGE) == 11
     assert errors.DuplicateKey.message == "etcdserver: duplicate key given in txn request"
     assert errors.TooManyOps.message == "etcdserver: too many operations in txn request"
     assert errors.LeaseExists.code == errors.GrpcCode.FAILED_PRECONDITION
