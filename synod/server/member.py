@@ -1,0 +1,399 @@
+"""The member runtime: the only owner of an event loop. Moves bytes and timers around the
+synchronous driver; decides nothing about consensus.
+
+Client writes become log commands wrapped in an envelope `[origin member, sequence,
+payload]`; the origin member resolves its waiting future when it applies that command, so a
+write that reached a follower is forwarded to the leader and still answered by the follower.
+Linearizable reads take a read-index at the leader (directly, or through a forwarded request
+from a follower) and wait until the local state machine applied the slot it names.
+
+Frames between members carry core messages (type codes below 100) and the runtime's own
+forwarding messages (codes 100 and up), defined here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgpack
+
+from synod.paxos.errors import NotLeader, ProposalDropped
+from synod.paxos.messages import Message
+from synod.paxos.node import Node, Restore, Role
+from synod.paxos.types import Entry, EntryKind, Membership, NodeId, Slot, SnapshotMeta
+from synod.server.config import ServerConfig
+from synod.server.driver import Driver
+from synod.storage.storage import DurableStorage
+from synod.transport.codec import WireError, decode_messages, encode_messages
+from synod.transport.peer import PeerTransport
+
+log = logging.getLogger(__name__)
+
+FORWARD_PROPOSALS = 100
+FORWARD_REFUSED = 101
+READ_INDEX_REQUEST = 102
+READ_INDEX_GRANTED = 103
+READ_INDEX_REFUSED = 104
+WAITERS_MAX = 100_000
+
+
+class NoLeader(Exception):
+    """No leader is known: the cluster is electing one or this member is cut off."""
+
+
+class RequestTimeout(Exception):
+    """The request's outcome is unknown: it may or may not have been applied."""
+
+
+class Overloaded(Exception):
+    """Too many requests are waiting; nothing was done."""
+
+
+class ReplicatedService(Protocol):
+    """A deterministic state machine behind the log (the KV store, for instance)."""
+
+    def apply(self, payload: bytes, slot: int) -> object:
+        """Apply one command; return its response (an Exception instance for a rejection)."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def leader_duties(self, now_ms: int, became_leader: bool) -> list[bytes]:
+        """Commands the leader must propose now (lease expiry, for instance)."""
+
+
+@dataclass
+class _PendingRead:
+    future: asyncio.Future[None]
+    slot: Slot | None = None
+
+
+class _Machine:
+    """Adapts the service to the driver's StateMachine protocol and resolves waiters."""
+
+    def __init__(self, member: Member, service: ReplicatedService, membership: Membership):
+        self.member = member
+        self.service = service
+        self.applied_slot = Slot(0)
+        self.membership = membership
+
+    def apply(self, entry: Entry) -> None:
+        assert entry.slot == self.applied_slot + 1, "entries apply in order, once"
+        if entry.kind is EntryKind.MEMBERSHIP:
+            assert entry.membership is not None
+            self.membership = entry.membership
+        for command in entry.commands:
+            origin, sequence, payload = msgpack.unpackb(command)
+            result = self.service.apply(payload, entry.slot)
+            if origin == self.member.member_id:
+                self.member._resolve_write(sequence, result)
+        self.applied_slot = entry.slot
+
+    def snapshot(self) -> tuple[SnapshotMeta, bytes]:
+        meta = SnapshotMeta(self.applied_slot, self.membership)
+        return meta, self.service.snapshot()
+
+    def restore(self, meta: SnapshotMeta, data: bytes) -> None:
+        self.service.restore(data)
+        self.applied_slot = meta.last_slot
+        self.membership = meta.membership
+
+
+class Member:
+    def __init__(self, config: ServerConfig, service: ReplicatedService) -> None:
+        self.config = config
+        self.service = service
+        self.member_id = config.member_id
+        self.cluster_id = config.cluster_id
+        # Random start: sequences of an earlier incarnation, replayed from the log after a
+        # restart, must never resolve this incarnation's waiters.
+        self._sequence = itertools.count(int.from_bytes(os.urandom(6), "big") << 16)
+        self._writes: dict[int, asyncio.Future[object]] = {}
+        self._reads: dict[int, _PendingRead] = {}
+        self._remote_reads: dict[int, tuple[int, int]] = {}
+        self._process_scheduled = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._was_leader = False
+        self._last_snapshot_slot = Slot(0)
+        self.leader_changes = 0
+        self.proposals_received = 0
+        self.proposals_failed = 0
+        self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        voters = [peer.member_id for peer in self.config.initial_cluster]
+        bootstrap = Restore.bootstrap(voters).snapshot
+        self.storage = DurableStorage.open(self.config.data_dir, bootstrap=bootstrap)
+        restore, snapshot_data = self.storage.load()
+        self.node = Node(
+            NodeId(self.member_id), self.config.core, random.Random(self.member_id), restore
+        )
+        self.machine = _Machine(self, self.service, restore.snapshot.membership)
+        if snapshot_data is not None:
+            self.machine.restore(restore.snapshot, snapshot_data)
+        self._last_snapshot_slot = restore.snapshot.last_slot
+        self.driver = Driver(
+            self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
+        )
+        peers = {
+            member_id: (spec.peer_url.host, spec.peer_url.port)
+            for member_id, spec in self.config.peers().items()
+        }
+        listen = self.config.listen_peer_url
+        self.transport = PeerTransport(
+            self.member_id, self.cluster_id, (listen.host, listen.port), peers, self._on_frame
+        )
+        await self.transport.start()
+        self._tasks.append(asyncio.create_task(self._tick_loop()))
+        self.started.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.transport.stop()
+        self.storage.close()
+        for future in list(self._writes.values()):
+            if not future.done():
+                future.set_exception(RequestTimeout("member stopping"))
+
+    async def _tick_loop(self) -> None:
+        interval_s = self.config.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + interval_s
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            next_tick += interval_s
+            self.node.tick()
+            self._leader_duties()
+            self._schedule_process()
+
+    # ------------------------------------------------------------------ driver seams
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Outbox: group the core's messages per receiver; the transport batches frames."""
+        by_peer: dict[int, list[Message]] = {}
+        for message in messages:
+            by_peer.setdefault(message.dst, []).append(message)
+        for peer, batch in by_peer.items():
+            self.transport.send(peer, encode_messages(batch))
+
+    def _schedule_process(self) -> None:
+        if not self._process_scheduled:
+            self._process_scheduled = True
+            asyncio.get_running_loop().call_soon(self._process)
+
+    def _process(self) -> None:
+        self._process_scheduled = False
+        self.driver.run()
+        self._release_remote_reads()
+        self._maybe_snapshot()
+        is_leader = self.node.role is Role.LEADER
+        if is_leader != self._was_leader:
+            self._was_leader = is_leader
+            if is_leader:
+                self.leader_changes += 1
+                self._leader_duties(became_leader=True)
+                self.driver.run()
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.machine.applied_slot
+        if applied - self._last_snapshot_slot < self.config.snapshot_every_slots:
+            return
+        meta, data = self.machine.snapshot()
+        self.storage.compact(meta, data)
+        self.node.compact(meta)
+        self._last_snapshot_slot = meta.last_slot
+
+    def _leader_duties(self, became_leader: bool = False) -> None:
+        if self.node.role is not Role.LEADER:
+            return
+        now_ms = int(time.time() * 1000)
+        commands = self.service.leader_duties(now_ms, became_leader)
+        if commands:
+            envelopes = [msgpack.packb([0, 0, command]) for command in commands]
+            with contextlib.suppress(NotLeader, ProposalDropped):
+                self.node.propose(envelopes)
+
+    # ------------------------------------------------------------------ client requests
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.node.leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role is Role.LEADER
+
+    async def write(self, payload: bytes) -> object:
+        """Replicate one command and return the service's response once applied here."""
+        if len(self._writes) >= WAITERS_MAX:
+            raise Overloaded("too many requests in flight")
+        self.proposals_received += 1
+        sequence = next(self._sequence)
+        envelope = msgpack.packb([self.member_id, sequence, payload])
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._writes[sequence] = future
+        try:
+            self._submit(sequence, envelope)
+            return await asyncio.wait_for(
+                asyncio.shield(future), timeout=self.config.request_timeout_s
+            )
+        except TimeoutError as error:
+            self.proposals_failed += 1
+            raise RequestTimeout("etcdserver: request timed out") from error
+        except (NoLeader, ProposalDropped):
+            self.proposals_failed += 1
+            raise
+        finally:
+            self._writes.pop(sequence, None)
+
+    def _submit(self, sequence: int, envelope: bytes) -> None:
+        leader = self.node.leader
+        if self.node.role is Role.LEADER:
+            try:
+                self.node.propose([envelope])
+            except NotLeader as error:
+                raise NoLeader("etcdserver: no leader") from error
+            self._schedule_process()
+        elif leader is None:
+            raise NoLeader("etcdserver: no leader")
+        else:
+            self.transport.send(leader, [[FORWARD_PROPOSALS, [envelope]]])
+
+    def _resolve_write(self, sequence: int, result: object) -> None:
+        future = self._writes.get(sequence)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def read_barrier(self) -> None:
+        """Return once this member's state reflects every write acknowledged before the
+        call (read-index; linearizable)."""
+        if len(self._reads) >= WAITERS_MAX:
+            raise Overloaded("too many reads in flight")
+        read_id = next(self._sequence)
+        pending = _PendingRead(asyncio.get_running_loop().create_future())
+        self._reads[read_id] = pending
+        try:
+            if self.node.role is Role.LEADER:
+                try:
+                    self.node.read_index(read_id)
+                except (NotLeader, ProposalDropped) as error:
+                    raise NoLeader("etcdserver: no leader") from error
+                self._schedule_process()
+            elif self.node.leader is None:
+                raise NoLeader("etcdserver: no leader")
+            else:
+                self.transport.send(self.node.leader, [[READ_INDEX_REQUEST, read_id]])
+            await asyncio.wait_for(
+                asyncio.shield(pending.future), timeout=self.config.request_timeout_s
+            )
+        except TimeoutError as error:
+            raise RequestTimeout("etcdserver: request timed out") from error
+        finally:
+            self._reads.pop(read_id, None)
+
+    def _on_read(self, read_id: int) -> None:
+        remote = self._remote_reads.pop(read_id, None)
+        if remote is not None:
+            follower, follower_read_id = remote
+            slot = self.node.commit_slot
+            self.transport.send(follower, [[READ_INDEX_GRANTED, follower_read_id, slot]])
+            return
+        pending = self._reads.get(read_id)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(None)
+
+    def _on_read_failed(self, read_id: int) -> None:
+        remote = self._remote_reads.pop(read_id, None)
+        if remote is not None:
+            self.transport.send(remote[0], [[READ_INDEX_REFUSED, remote[1]]])
+            return
+        pending = self._reads.get(read_id)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(NoLeader("etcdserver: leader changed"))
+
+    def _release_remote_reads(self) -> None:
+        applied = self.machine.applied_slot
+        for pending in self._reads.values():
+            if pending.slot is not None and pending.slot <= applied and not pending.future.done():
+                pending.future.set_result(None)
+
+    # ------------------------------------------------------------------ peer frames
+
+    def _on_frame(self, sender: int, items: list[Any]) -> None:
+        core_items = []
+        for item in items:
+            if isinstance(item, list) and item and isinstance(item[0], int) and item[0] >= 100:
+                self._on_runtime_item(sender, item)
+            else:
+                core_items.append(item)
+        if core_items:
+            try:
+                messages = decode_messages(core_items)
+            except WireError as error:
+                log.warning("dropping a bad frame from member %x: %s", sender, error)
+                return
+            for message in messages:
+                if message.src != sender or message.dst != self.member_id:
+                    log.warning("dropping a misaddressed message from member %x", sender)
+                    continue
+                self.node.step(message)
+        self._schedule_process()
+
+    def _on_runtime_item(self, sender: int, item: list[Any]) -> None:
+        code = item[0]
+        if code == FORWARD_PROPOSALS:
+            envelopes = [e for e in item[1] if isinstance(e, bytes)]
+            try:
+                self.node.propose(envelopes)
+            except (NotLeader, ProposalDropped) as error:
+                sequences = [msgpack.unpackb(e)[1] for e in envelopes]
+                self.transport.send(sender, [[FORWARD_REFUSED, sequences, str(error)]])
+        elif code == FORWARD_REFUSED:
+            for sequence in item[1]:
+                future = self._writes.get(sequence)
+                if future is not None and not future.done():
+                    future.set_exception(NoLeader("etcdserver: no leader"))
+        elif code == READ_INDEX_REQUEST:
+            local_id = next(self._sequence)
+            try:
+                self.node.read_index(local_id)
+                self._remote_reads[local_id] = (sender, item[1])
+            except (NotLeader, ProposalDropped):
+                self.transport.send(sender, [[READ_INDEX_REFUSED, item[1]]])
+        elif code == READ_INDEX_GRANTED:
+            pending = self._reads.get(item[1])
+            if pending is not None:
+                pending.slot = Slot(item[2])
+                self._release_remote_reads()
+        elif code == READ_INDEX_REFUSED:
+            pending = self._reads.get(item[1])
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(NoLeader("etcdserver: no leader"))
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, int]:
+        return {
+            "member_id": self.member_id,
+            "leader": self.node.leader or 0,
+            "ballot_round": self.node.ballot.round,
+            "commit_slot": self.node.commit_slot,
+            "applied_slot": self.machine.applied_slot,
+            "last_slot": self.node.last_slot,
+        }
