@@ -28,8 +28,10 @@ def run_up(args: argparse.Namespace) -> int:
     if not 1 <= args.members <= 9 or args.seed < 0:
         print("synod up: --members must be in 1..9 and --seed >= 0")
         return 2
+    from synod.sim.cli import quiet_storage_logs
     from synod.sim.demo import run_demo
 
+    quiet_storage_logs()
     healthy, lines = run_demo(args.members, args.seed)
     for line in lines:
         print(line)

@@ -33,6 +33,7 @@ from synod.sim.network import Network, NetworkKnobs
 PARTITION_STYLES = ("isolate", "one-way", "split", "bridge")
 PROFILES = ("calm", "lossy", "partition", "clog", "crash", "disk", "swarm")
 TICK_US = 1_000
+STORAGE_KINDS = ("model", "wal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,12 @@ class Knobs:
     faults: FaultKnobs
     clients: ClientKnobs
     client_count: int
+    storage: str = "model"
 
     def describe(self) -> list[str]:
         """One line per group, printed before the run starts."""
         return [
-            f"profile {self.profile}, {self.client_count} clients",
+            f"profile {self.profile}, {self.client_count} clients, storage {self.storage}",
             "config " + _fields_text(self.config),
             "network " + _fields_text(self.network),
             "faults " + _fields_text(self.faults),
@@ -100,7 +102,11 @@ def draw_knobs(rng: random.Random, member_count: int, profile: str) -> Knobs:
         retry_backoff_us_max=rng.choice((1_000, 10_000)),
         key_count=rng.choice((1, 2, 4)),
     )
-    return Knobs(profile, config, network, faults, clients, client_count=rng.randint(1, 4))
+    client_count = rng.randint(1, 4)
+    # The record-level model tears at record boundaries; the production WAL on a simulated
+    # disk tears bytes, flips bits and loses directory entries. Both are worth a share.
+    storage = rng.choice(STORAGE_KINDS)
+    return Knobs(profile, config, network, faults, clients, client_count, storage)
 
 
 def _draw_config(rng: random.Random) -> Config:

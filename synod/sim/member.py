@@ -3,7 +3,7 @@ and state machine, with its crash and restart life cycle.
 
 Owns what a member process owns and loses on a crash: the `Node`, the `Driver`, the state
 machine, and the tables of client operations waiting on it (writes by (client, seq), reads by
-read id). Only the `MemoryStorage` outlives an incarnation. A restart reads the storage's
+read id). Only the storage outlives an incarnation. A restart reads the storage's
 durable state back, restores the state machine from the stored snapshot and builds a new
 `Node` from `Restore`, exactly as a real process would after a power cut.
 
@@ -29,7 +29,7 @@ from synod.paxos.types import Entry, NodeId, SnapshotMeta
 from synod.server.driver import Driver
 from synod.sim.kvmachine import KeyValueMachine, Outcome
 from synod.sim.network import Network
-from synod.sim.storage import MemoryStorage, SimulatedCrash
+from synod.sim.storage import MemberStorage, SimulatedCrash
 
 WAITING_MAX = 100_000
 
@@ -88,7 +88,7 @@ class Member:
         node_id: NodeId,
         config: Config,
         core_rng: Callable[[int], random.Random],
-        storage: MemoryStorage,
+        storage: MemberStorage,
         network: Network,
         observer: MemberObserver,
     ) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from synod.paxos.node import Restore
 from synod.paxos.ready import SnapshotInstall
@@ -43,6 +44,32 @@ class Recovered:
 
     restore: Restore
     snapshot_data: bytes
+
+
+class MemberStorage(Protocol):
+    """What the simulator needs of a member's storage: the driver's `save`, plus compaction,
+    crash and recovery. `MemoryStorage` (this module) and `WalStorage` (the production WAL on
+    a simulated disk, `synod.sim.disk`) both provide it."""
+
+    crash_during_save_probability: float
+    torn_saves: int
+
+    def save(
+        self,
+        snapshot: SnapshotInstall | None,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        sync: bool,
+    ) -> None: ...
+
+    def save_compaction_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+
+    def crash(self) -> None: ...
+
+    def recover(self) -> Recovered: ...
+
+    @property
+    def snapshot_slot(self) -> Slot: ...
 
 
 class MemoryStorage:

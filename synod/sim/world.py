@@ -28,6 +28,7 @@ from synod.paxos.messages import Message
 from synod.paxos.node import Role
 from synod.paxos.types import Ballot, Entry, Membership, NodeId, SnapshotMeta
 from synod.sim.client import Answer, Client, Request, Submitted
+from synod.sim.disk import WalStorage
 from synod.sim.faults import TICK_US, FaultScheduler, Knobs, draw_knobs
 from synod.sim.history import History, OpKind
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
@@ -37,7 +38,7 @@ from synod.sim.loop import EventLoop
 from synod.sim.member import Member
 from synod.sim.network import Network
 from synod.sim.rng import SeededStreams
-from synod.sim.storage import MemoryStorage
+from synod.sim.storage import MemberStorage, MemoryStorage
 
 EVENTS_MAX = 20_000_000
 LIVENESS_CHECK_EVERY_US = 5_000
@@ -142,7 +143,8 @@ class World:
 
     def _build_member(self, member_id: NodeId) -> Member:
         membership = Membership(self.ids)
-        storage = MemoryStorage(
+        kind = WalStorage if self.knobs.storage == "wal" else MemoryStorage
+        storage: MemberStorage = kind(
             self.streams.stream(f"disk-{member_id}"),
             membership,
             KeyValueMachine(membership).encode_state(),
