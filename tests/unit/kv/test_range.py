@@ -202,7 +202,7 @@ def test_range_matches_a_naive_dict_model_at_every_revision(
         else:
             low, high = sorted((first, second))
             store.delete(low, high)
-            for k in [k for k in model if low <= k < high]:
+            for k in _model_range(model, low, high):
                 del model[k]
         snapshots[store.kv.revision] = dict(model)
     for revision in range(1, store.kv.revision + 1):
