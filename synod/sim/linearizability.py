@@ -19,8 +19,15 @@ that a single register per key explains? Theory of operation:
   every other event, so it may be linearized anywhere after its call. Reaching such a return
   means every known operation is already linearized, and the remaining unknown ones are
   simply left out: they never took effect. Unknown reads change nothing and are dropped.
+- Three reductions shrink the search without changing any verdict (each function says why
+  it is sound; a brute-force test compares verdicts): operations that never change the
+  register when their result fits (reads, failed cas, delete of an absent key) are placed as
+  soon as they fit, never branched on; values no read or cas compares with are merged into one,
+  so concurrent writes of them in different orders meet in the memo; and unknown operations
+  with the same call are placed only in call order.
 - The search is bounded by a step budget per key. Exhausting it gives an inconclusive result,
-  never a verdict either way.
+  never a verdict either way. What makes it expensive is many operations overlapping on one
+  key, and above all many unknown ones, since those overlap everything after their call.
 
 Invariants: the search never returns "linearizable" without a full linearization of the known
 operations; keys are checked in sorted order so the verdict and its explanation depend only on
@@ -60,8 +67,8 @@ class CheckResult:
 
     `ok` is true only for a linearizable history. When false, `inconclusive` tells a search that
     ran out of budget apart from a proven violation; `key` is the first failing (or undecided)
-    key in sorted order and `explanation` shows its operations around the longest linearizable
-    prefix found. `operations_checked` counts the operations of the keys searched.
+    key in sorted order and `explanation` shows its operations where the search got furthest in
+    time. `operations_checked` counts the operations of the keys searched.
     """
 
     ok: bool
@@ -85,7 +92,7 @@ class _Verdict(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class _KeyOutcome:
     verdict: _Verdict
-    longest_prefix: tuple[int, ...]  # partition positions, in linearization order
+    furthest_prefix: tuple[int, ...]  # partition positions, in linearization order
     steps: int
 
 
@@ -211,20 +218,26 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
     next_entry, operation_of, partner = events.next_entry, events.operation_of, events.partner
     known = [operation.known for operation in operations]
     pure = [_is_pure(operation) for operation in operations]
+    twin_before = _twin_before(operations)
     explored: set[tuple[int, object]] = set()
     stack: list[tuple[int, object, bool]] = []  # (call entry placed, state before, greedy)
     order: list[int] = []  # positions of the operations on `stack`, in the same order
-    longest: list[int] = []
+    return_us = [
+        -1 if operation.return_us is None else operation.return_us for operation in operations
+    ]
+    furthest: list[int] = []  # the placed operations when the search got furthest in time
+    furthest_reached = (-1, -1)  # (time of the return that stopped it, operations placed)
     linearized = 0  # bitset of operation positions
     state = initial
     entry = next_entry[0]
     greedy = True  # a first pass over the candidates that places only pure operations
     for step in range(step_budget):
         if entry == events.tail:
-            return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(longest), step)
+            return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(furthest), step)
         position = operation_of[entry]
         if partner[entry]:
-            if greedy != pure[position]:
+            twin = twin_before[position]
+            if greedy != pure[position] or (twin >= 0 and not linearized >> twin & 1):
                 entry = next_entry[entry]
                 continue
             legal, state_after = _step(operations[position], state)
@@ -235,8 +248,6 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
                 order.append(position)
                 linearized, state = candidate
                 events.lift(entry)
-                if len(order) > len(longest):
-                    longest = order.copy()
                 entry, greedy = next_entry[0], True
                 continue
             if not (legal and greedy):
@@ -245,10 +256,13 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
             # A pure operation fits now but leads only to dead ends: so does this configuration.
         elif not known[position]:
             # Every event before an unknown return is a call: all known operations are placed.
-            return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(longest), step)
+            return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(furthest), step)
         elif greedy:
             entry, greedy = next_entry[0], False
             continue
+        if not partner[entry] and (return_us[position], len(order)) > furthest_reached:
+            furthest_reached = (return_us[position], len(order))
+            furthest = order.copy()
         # Backtrack. A greedy placement was never a choice, so its failure is its parent's too.
         placed_greedily = True
         while placed_greedily and stack:  # bounded: every turn pops
@@ -256,9 +270,9 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
             linearized ^= 1 << order.pop()
             events.unlift(entry)
         if placed_greedily:
-            return _KeyOutcome(_Verdict.VIOLATION, tuple(longest), step)
+            return _KeyOutcome(_Verdict.VIOLATION, tuple(furthest), step)
         entry, greedy = next_entry[entry], False
-    return _KeyOutcome(_Verdict.BUDGET_EXHAUSTED, tuple(longest), step_budget)
+    return _KeyOutcome(_Verdict.BUDGET_EXHAUSTED, tuple(furthest), step_budget)
 
 
 class _Unobserved:
@@ -303,6 +317,26 @@ def _forget_unobserved(
     return forgotten, initial
 
 
+def _twin_before(operations: Sequence[Operation]) -> list[int]:
+    """For each unknown operation, the unknown one with the same call called just before it, or
+    -1: the search places such twins only in call order.
+
+    Unknown operations never return, so twins are interchangeable: a linearization that places
+    them in another order, or skips one, stays valid with their names swapped. Without this, k
+    unknown twins (say, deletes) make 2**k configurations where k + 1 suffice.
+    """
+    twins: list[int] = [-1] * len(operations)
+    latest: dict[tuple[OpKind, object], int] = {}
+    by_call = sorted(range(len(operations)), key=lambda p: (operations[p].call_us, p))
+    for position in by_call:
+        operation = operations[position]
+        if not operation.known:
+            signature = (operation.kind, operation.argument)
+            twins[position] = latest.get(signature, -1)
+            latest[signature] = position
+    return twins
+
+
 def _is_pure(operation: Operation) -> bool:
     """Whether the operation leaves the register unchanged wherever its result is legal.
 
@@ -324,33 +358,37 @@ def _explain(
     initial: object,
     outcome: _KeyOutcome,
 ) -> str:
-    """The end of the longest linearizable prefix, then the operations that could come next
-    and why none of them can. Operations are named by their index in the checked history.
+    """Where the search got furthest in time: the end of that linearizable prefix, then the
+    operations that could come next and why none fits. Operations are named by their index in
+    the checked history.
     """
     # Positions in `outcome` count only the operations the search kept (unknown reads dropped).
     kept = [i for i, op in enumerate(partition) if op.known or op.kind is not OpKind.GET]
     operations = [partition[i] for i in kept]
     names = [indexes[i] for i in kept]
-    prefix = outcome.longest_prefix
-    known_count = sum(1 for op in operations if op.known)
+    prefix = outcome.furthest_prefix
+    placed = set(prefix)
+    remaining = [p for p in range(len(operations)) if p not in placed]
+    # A violation leaves some known operation out of every prefix, hence a finite deadline.
+    deadline_us = min(operations[p].return_us or 0 for p in remaining if operations[p].known)
     lines = [
-        f"key {key!r} is not linearizable: the longest linearizable prefix places "
-        f"{len(prefix)} of its {len(operations)} operations ({known_count} with known outcome)",
-        f"register initially: {_show_state(initial)}",
+        f"key {key!r} is not linearizable: no order of its operations gets past {deadline_us}us",
+        f"furthest linearizable prefix: {len(prefix)} of {len(operations)} operations; "
+        f"register initially {_show_state(initial)}",
     ]
     state = initial
     shown_from = max(0, len(prefix) - _EXPLAIN_PREFIX_OPERATIONS_MAX)
     if shown_from:
-        lines.append(f"... {shown_from} earlier operations of the prefix ...")
+        lines.append(f"  ... {shown_from} earlier operations of the prefix ...")
     for rank, position in enumerate(prefix):
         legal, state = _step(operations[position], state)
         assert legal, "the prefix was found legal by the search"
         if rank >= shown_from:
             lines.append(f"  op {names[position]}: {operations[position]}  => {_show_state(state)}")
-    lines.append(f"register after the prefix: {_show_state(state)}; none of these fits next:")
-    placed = set(prefix)
-    remaining = [p for p in range(len(operations)) if p not in placed]
-    deadline_us = min(operations[p].return_us or 0 for p in remaining if operations[p].known)
+    lines.append(
+        f"register then: {_show_state(state)}; "
+        f"none of the operations called by {deadline_us}us fits next:"
+    )
     candidates = [p for p in remaining if operations[p].call_us <= deadline_us]
     candidates.sort(key=lambda p: (operations[p].call_us, p))
     for position in candidates[:_EXPLAIN_CANDIDATES_MAX]:
