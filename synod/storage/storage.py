@@ -308,6 +308,23 @@ class DurableStorage:
             raise self._failure
 
 
+def verify(directory: str, fs: FileSystem | None = None) -> Restore | None:
+    """Check a data directory as `open` would (a torn tail is truncated); None if it has no log.
+
+    Raises StorageCorrupt if the member would refuse to start from it.
+    """
+    fs = fs or RealFileSystem()
+    _remove_temp_snapshots(fs, directory)
+    recovery = recover(fs, directory)
+    if not recovery.segments:
+        if any(SNAPSHOT_NAME.match(name) for name in fs.listdir(directory)):
+            raise StorageCorrupt(directory, None, "snapshot files but no log segments")
+        return None
+    replayed, restore = _replay(recovery)
+    _read_snapshot(fs, directory, replayed.snapshot)
+    return restore
+
+
 def _ensure_directory(fs: FileSystem, directory: str) -> None:
     if fs.exists(directory):
         return
