@@ -173,6 +173,8 @@ def decode_command(payload: bytes) -> Command:
         raise MalformedCommand(f"unknown command format {raw[0]!r}")
     now_ms = _int(raw[1], "now_ms")
     request = _decode_request(raw[2:], depth=0, allowed=tuple(_BY_TAG.values()))
+    if isinstance(request, LeasePromoteRequest) and request.extend_ms < 0:
+        raise MalformedCommand("LeasePromoteRequest.extend_ms must not be negative")
     return Command(request=request, now_ms=now_ms)
 
 

@@ -57,6 +57,12 @@ class DuplicateKey(KVError):
     message = "etcdserver: duplicate key given in txn request"
 
 
+class RequestTooLarge(KVError):
+    """For the api layer, which measures requests (etcd's limit is 1.5 MiB)."""
+
+    message = "etcdserver: request is too large"
+
+
 class InvalidSortOption(KVError):
     message = "etcdserver: invalid sort option"
 

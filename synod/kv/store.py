@@ -31,6 +31,7 @@ import msgpack
 from sortedcontainers import SortedDict
 
 from synod.kv import errors
+from synod.kv.codec import decode_command
 from synod.kv.errors import MalformedCommand
 from synod.kv.keyspace import History, KeyInterval
 from synod.kv.lease import Lease, LeaseTable
@@ -172,6 +173,10 @@ class KVStore:
         self._commit(write)
         assert self._revision - revision_before == (1 if write.events else 0)
         return Applied(response, tuple(write.events))
+
+    def apply_payload(self, payload: bytes) -> Applied:
+        """Decode a log entry payload and apply it (`MalformedCommand` if it is not one)."""
+        return self.apply(decode_command(payload))
 
     def _commit(self, write: _Write) -> None:
         if not write.events:

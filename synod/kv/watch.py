@@ -160,6 +160,27 @@ class WatchHub:
             watch_id += 1
         return watch_id
 
+    def resync(self, store: KVStore) -> tuple[WatchResponse, ...]:
+        """Follow a store that replaced this one (a snapshot installed on this member):
+        each watcher replays from its next revision, or is canceled if that is compacted."""
+        self._store = store
+        responses: list[WatchResponse] = []
+        for watcher in list(self._watchers.values()):
+            if watcher.next_revision < store.compact_revision:
+                del self._watchers[watcher.watch_id]
+                responses.append(
+                    WatchResponse(
+                        ResponseHeader(),
+                        watch_id=watcher.watch_id,
+                        canceled=True,
+                        compact_revision=store.compact_revision,
+                    )
+                )
+                continue
+            responses.extend(self._replay(watcher))
+            watcher.next_revision = max(watcher.next_revision, store.revision + 1)
+        return tuple(responses)
+
     def cancel(self, watch_id: int) -> WatchResponse | None:
         """Remove a watcher; None (etcd sends nothing) when the id is unknown."""
         if self._watchers.pop(watch_id, None) is None:

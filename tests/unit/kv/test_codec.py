@@ -30,6 +30,7 @@ from synod.kv.messages import (
     TxnRequest,
     WriteRequest,
 )
+from synod.kv.store import KVStore
 
 EVERY_COMMAND: list[WriteRequest] = [
     PutRequest(b"k", b"v", lease=-3, prev_kv=True, ignore_value=False, ignore_lease=False),
@@ -95,6 +96,7 @@ def test_default_fields_are_left_out_of_the_payload() -> None:
         msgpack.packb([1, 0, 3, [], [[5, 3]]]),  # a compaction inside a txn
         msgpack.packb([1, True, 1, b"k"]),  # now_ms as a bool
         msgpack.packb([1, 0, 1, b"k"]) + b"\x00",  # trailing bytes
+        msgpack.packb([1, 0, 10, -1]),  # a negative lease extension
     ],
 )
 def test_malformed_payloads_are_refused(raw: bytes) -> None:
@@ -110,3 +112,13 @@ def test_deeply_nested_transactions_are_refused() -> None:
         request = TxnRequest(success=(request,))
     with pytest.raises(MalformedCommand):
         decode_command(encode_command(Command(request)))
+
+
+def test_store_applies_a_payload_straight_from_the_log() -> None:
+    """Goal: `apply_payload` = decode + apply, refusing a malformed payload untouched."""
+    store = KVStore()
+    applied = store.apply_payload(encode_command(Command(PutRequest(b"k", b"v"))))
+    assert applied.response.header.revision == 2
+    with pytest.raises(MalformedCommand):
+        store.apply_payload(b"\x93\x01\x00\x63")
+    assert store.revision == 2

@@ -18,6 +18,7 @@ from synod.kv.messages import (
     WatchFilter,
     WatchResponse,
 )
+from synod.kv.store import KVStore
 from synod.kv.watch import DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE, WatchHub
 from tests.unit.kv.helpers import Store
 
@@ -201,3 +202,33 @@ def test_watch_all_keys_with_nul_range_end() -> None:
     store.put(b"anything")
     store.put(b"\xff")
     assert len(_live(hub, store)) == 1
+
+
+def test_resync_after_a_snapshot_install_replays_what_the_watcher_missed() -> None:
+    """Goal: a member that installs a snapshot keeps its watchers gap-free. Method: a
+    watcher at revision 2; another member moves on by two writes; this member restores
+    that member's snapshot; resync replays both writes, then live delivery continues."""
+    lagging, leader = Store(), Store()
+    hub = WatchHub(lagging.kv)
+    hub.create(WatchCreateRequest(b"k"))
+    for value in (b"1", b"2"):
+        leader.put(b"k", value)
+    restored = Store(KVStore.restore(leader.kv.snapshot()))
+    (replay,) = hub.resync(restored.kv)
+    assert _summary(replay) == [("PUT", b"k", 2), ("PUT", b"k", 3)]
+    restored.put(b"k", b"3")
+    (live,) = hub.on_applied(restored.events)
+    assert _summary(live) == [("PUT", b"k", 4)]
+
+
+def test_resync_cancels_watchers_whose_next_revision_was_compacted() -> None:
+    """Goal: a gap that history cannot fill ends the watch with compact_revision."""
+    lagging, leader = Store(), Store()
+    hub = WatchHub(lagging.kv)
+    hub.create(WatchCreateRequest(b"k"))
+    for value in (b"1", b"2", b"3"):
+        leader.put(b"k", value)
+    leader.do(CompactionRequest(4))
+    (canceled,) = hub.resync(KVStore.restore(leader.kv.snapshot()))
+    assert (canceled.canceled, canceled.compact_revision) == (True, 4)
+    assert len(hub) == 0
