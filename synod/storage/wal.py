@@ -30,8 +30,8 @@ simulator) appends are written at once and fsynced by the caller's `wait_durable
 
 from __future__ import annotations
 
-import collections
 import errno
+import heapq
 import itertools
 import logging
 import os
@@ -303,7 +303,9 @@ class Wal:
         self._failure: StorageFatal | None = None
         self._closing = False
         self._closed = False
-        self._waiters: collections.deque[tuple[int, Future[None]]] = collections.deque()
+        # Waiters register in any order (tickets race to here): a heap keeps them by number.
+        self._waiters: list[tuple[int, int, Future[None]]] = []
+        self._waiter_count = 0
         self.sync_count = 0
         self.bytes_written = 0
         try:
@@ -374,15 +376,19 @@ class Wal:
 
     def wait_durable(self, ticket: Ticket) -> None:
         """Block until the ticket's records are durable; raises StorageFatal if they never are."""
+        if self._thread is not None:
+            # One future per waiter: a durable group wakes exactly its own writers.
+            try:
+                self.durable_future(ticket).result()
+            except StorageFatal as failure:
+                raise type(failure)(*failure.args) from failure
+            return
         with self._cond:
             if self._durable >= ticket.number:
                 return
             self._raise_if_failed()
-            if self._thread is None:
-                self._sync_inline()
-            while self._durable < ticket.number:
-                self._raise_if_failed()
-                self._cond.wait()
+            self._sync_inline()
+            assert self._durable >= ticket.number
 
     def durable_future(self, ticket: Ticket) -> Future[None]:
         """A future resolved when the ticket is durable (for `asyncio.wrap_future`)."""
@@ -394,7 +400,8 @@ class Wal:
             elif self._failure is not None:
                 future.set_exception(self._failure)
             else:
-                self._waiters.append((ticket.number, future))
+                self._waiter_count += 1
+                heapq.heappush(self._waiters, (ticket.number, self._waiter_count, future))
         return future
 
     def append_durably(self, records: Sequence[tuple[int, bytes]]) -> Ticket:
@@ -499,8 +506,7 @@ class Wal:
         with self._cond:
             self._durable = max(self._durable, target)
             while self._waiters and self._waiters[0][0] <= self._durable:
-                resolved.append(self._waiters.popleft()[1])
-            self._cond.notify_all()
+                resolved.append(heapq.heappop(self._waiters)[2])
         for future in resolved:
             future.set_result(None)
 
@@ -512,8 +518,8 @@ class Wal:
         log.error("wal: %s", failure)
         if self._failure is None:
             self._failure = failure
-        waiters, self._waiters = list(self._waiters), collections.deque()
-        for _, future in waiters:
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
             future.set_exception(failure)
         self._cond.notify_all()
 
