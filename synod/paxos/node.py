@@ -22,8 +22,11 @@ Every member is an acceptor; one voter at a time acts as the stable leader (prop
   released once the entries up to the commit slot of its arrival were handed for apply.
 * Election restriction: an acceptor promises (or pre-votes) only to a candidate whose commit
   slot is at least its own. Then a candidate never needs slots an acceptor compacted.
-* A restarted member trusts only its snapshot as chosen: the commit hint in the hard state
-  may be ahead of entries that did not survive the crash, so it is re-learned from a leader.
+* A follower's `match_slot` counts slots it knows chosen (its commit slot) besides entries of
+  the leader's ballot, so a follower makes its commit slot durable (a synced hard state)
+  before any reply that reveals it: a restarted member must never report less than it did.
+  Restart trusts the durable commit hint because storage is prefix-durable: a hard state
+  that survived a crash implies every entry saved before it survived.
 """
 
 from __future__ import annotations
@@ -118,8 +121,14 @@ class Node:
         self._log = AcceptorLog(restore.snapshot.last_slot, restore.entries)
         self._membership = restore.snapshot.membership
         self._refresh_membership_from(self._log.first_slot)
-        # Only the snapshot is known chosen after a restart (see the module docstring).
-        self._commit_slot = restore.snapshot.last_slot
+        # The commit hint is trusted: storage keeps saves in order (a surviving hard state
+        # implies every entry saved before it survived), see the module docstring.
+        self._commit_slot = Slot(
+            max(
+                restore.snapshot.last_slot,
+                min(restore.hard_state.commit_slot, self._log.last_slot),
+            )
+        )
         self._handed_slot = restore.snapshot.last_slot
         self._applied_slot = restore.snapshot.last_slot
         self._role = Role.FOLLOWER
@@ -733,6 +742,9 @@ class Node:
             assert slot <= self._log.last_slot
             self._commit_slot = slot
             self._hard_state_dirty = True
+            if self._role is not Role.LEADER:
+                # Our replies count known-chosen slots in `match_slot`: durable first.
+                self._must_sync = True
 
     def _cut_proposals(self) -> None:
         """Batch queued commands into new slots, bounded by the uncommitted-slot window.
@@ -782,11 +794,17 @@ class Node:
                 if size_bytes >= config.batch_bytes_max and count > 0:
                     entries = entries[: count + 1]
                     break
+            ballot = self._promised
+            if entries[0].ballot != ballot:
+                # Slots chosen before this leadership keep their old ballot in our log; the
+                # follower counts only entries of our ballot, and proposing a chosen value
+                # again in a higher ballot is always safe.
+                entries = [e if e.ballot == ballot else e.with_ballot(ballot) for e in entries]
             self._messages.append(
                 Accept(
                     self.node_id,
                     peer,
-                    self._promised,
+                    ballot,
                     tuple(entries),
                     self._commit_slot,
                     self._read_round_sent,

@@ -101,8 +101,8 @@ class Entry:
 class HardState:
     """What an acceptor persists besides entries: its promise, and a commit hint.
 
-    `commit_slot` is the highest slot known chosen (every slot up to it is chosen). It is only
-    a hint: a member that restarts with a stale one learns the rest from the leader.
+    `commit_slot` is the highest slot known chosen (every slot up to it is chosen). A member
+    that restarts with a stale one learns the rest from the leader.
     """
 
     promised: Ballot = BALLOT_ZERO
