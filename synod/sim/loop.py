@@ -14,7 +14,6 @@ import hashlib
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 Action = Callable[[], None]
 
@@ -22,12 +21,10 @@ TRACE_LINES_MAX = 50
 EVENTS_PENDING_MAX = 2_000_000
 
 
-@dataclass(order=True, slots=True)
-class _Scheduled:
-    time_us: int
-    sequence: int
-    label: str = field(compare=False)
-    action: Action = field(compare=False)
+# (time, sequence, label, action): a plain tuple, because the heap compares millions of them
+# and tuple comparison runs in C; the unique sequence number means labels and actions are
+# never compared.
+_Scheduled = tuple[int, int, str, Action]
 
 
 class EventLoop:
@@ -52,23 +49,23 @@ class EventLoop:
         assert time_us >= self.now_us, "events cannot be scheduled in the past"
         assert len(self._heap) < self._events_pending_max, "event heap is full: a runaway"
         self._sequence += 1
-        heapq.heappush(self._heap, _Scheduled(time_us, self._sequence, label, action))
+        heapq.heappush(self._heap, (time_us, self._sequence, label, action))
 
     def next_time_us(self) -> int | None:
-        return self._heap[0].time_us if self._heap else None
+        return self._heap[0][0] if self._heap else None
 
     def run_one(self) -> bool:
         """Fire the earliest event; False if there is none."""
         if not self._heap:
             return False
-        event = heapq.heappop(self._heap)
-        assert event.time_us >= self.now_us, "virtual time never runs backwards"
-        self.now_us = event.time_us
+        time_us, _, label, action = heapq.heappop(self._heap)
+        assert time_us >= self.now_us, "virtual time never runs backwards"
+        self.now_us = time_us
         self.events_fired += 1
-        line = f"{event.time_us:>10}us {event.label}"
+        line = f"{time_us:>10}us {label}"
         self._trace.append(line)
         self._digest.update(line.encode())
-        event.action()
+        action()
         return True
 
     def note(self, text: str) -> None:

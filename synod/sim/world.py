@@ -412,7 +412,7 @@ class World:
 
     def _liveness_shortfall(self) -> str:
         leader = self._leader()
-        parts = [f"no progress within {self.options.liveness_us_max}us of healing:"]
+        parts = [f"no progress within {self.options.liveness_us_max}us of healing"]
         parts.append(f"leader {leader.node_id if leader else None}")
         waiting = [client.client_id for client in self.clients if not client.idle]
         unserved = [
@@ -431,7 +431,7 @@ class World:
                 f"member {member_id} {node.role.value} ballot {node.ballot} leader {node.leader} "
                 f"commit {node.commit_slot} applied {member.machine.applied_slot}"
             )
-        return "; ".join(parts)
+        return "\n  ".join(parts)
 
 
 def _encode(request: Request) -> bytes:
