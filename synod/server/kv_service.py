@@ -82,6 +82,13 @@ class KvService:
             if now_ms - self._expiry_proposed_ms.get(lease_id, -EXPIRY_RETRY_MS)
             >= EXPIRY_RETRY_MS
         ]
+        if len(self._expiry_proposed_ms) > 4 * len(due) + 1000:
+            # Forget attempts old enough to retry anyway: the map stays bounded.
+            self._expiry_proposed_ms = {
+                lease_id: at_ms
+                for lease_id, at_ms in self._expiry_proposed_ms.items()
+                if now_ms - at_ms < EXPIRY_RETRY_MS
+            }
         for lease_id in due:
             # One command per lease: each expiry deletes its keys in one revision, as etcd.
             self._expiry_proposed_ms[lease_id] = now_ms
