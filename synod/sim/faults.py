@@ -20,8 +20,8 @@ scheduler's doing.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 from synod.paxos.config import Config
@@ -52,6 +52,7 @@ class FaultKnobs:
     compact_every_us: int = 0
     drift_fraction_max: float = 0.0
     drift_every_us: int = 0
+    transfer_every_us: int = 0
 
     def __post_init__(self) -> None:
         assert all(style in PARTITION_STYLES for style in self.partition_styles)
@@ -86,8 +87,14 @@ def _fields_text(value: object) -> str:
     return " ".join(f"{f.name}={getattr(value, f.name)}" for f in fields(value))  # type: ignore[arg-type]
 
 
-def draw_knobs(rng: random.Random, member_count: int, profile: str) -> Knobs:
-    """Draw the run's configuration; `profile` says which faults may be enabled."""
+def draw_knobs(
+    rng: random.Random, member_count: int, profile: str, later_rng: random.Random | None = None
+) -> Knobs:
+    """Draw the run's configuration; `profile` says which faults may be enabled.
+
+    Knobs added after seeds were kept as regression tests draw from `later_rng`, so that the
+    older knobs of those seeds stay what they were.
+    """
     assert profile in PROFILES, f"unknown fault profile {profile!r}"
     assert member_count >= 1
     config = _draw_config(rng)
@@ -95,6 +102,10 @@ def draw_knobs(rng: random.Random, member_count: int, profile: str) -> Knobs:
     enabled = _enabled_faults(rng, profile)
     network = _draw_network(rng, enabled)
     faults = _draw_faults(rng, member_count, enabled)
+    if later_rng is not None and member_count > 1 and profile in ("swarm", "crash"):
+        # Leadership transfer (TimeoutNow) is a disruption a careful operator causes.
+        transfer_every_us = later_rng.choice((0, 0, 50_000, 300_000))
+        faults = replace(faults, transfer_every_us=transfer_every_us)
     clients = ClientKnobs(
         timeout_us=rng.choice((50_000, 150_000, 400_000)),
         latency_us_max=rng.choice((50, 300, 1_000)),
@@ -189,6 +200,7 @@ class Cluster(Protocol):
     def crash(self, member: NodeId, reason: str) -> None: ...
     def compact(self, member: NodeId) -> None: ...
     def redraw_tick(self, member: NodeId) -> None: ...
+    def transfer_leadership(self, rng: random.Random) -> bool: ...
 
 
 class FaultScheduler:
@@ -201,9 +213,11 @@ class FaultScheduler:
         network: Network,
         cluster: Cluster,
         knobs: FaultKnobs,
+        transfer_rng: random.Random | None = None,
     ) -> None:
         self._loop = loop
         self._rng = rng
+        self._transfer_rng = transfer_rng or rng
         self._network = network
         self._cluster = cluster
         self._knobs = knobs
@@ -222,7 +236,9 @@ class FaultScheduler:
         ]
         for every_us, name, action in recurring:
             if every_us > 0:
-                self._schedule(every_us, name, action)
+                self._schedule(every_us, name, action, self._rng)
+        if knobs.transfer_every_us > 0:
+            self._schedule(knobs.transfer_every_us, "transfer", self._transfer, self._transfer_rng)
 
     def stop(self) -> None:
         self._stopped = True
@@ -230,16 +246,16 @@ class FaultScheduler:
     def count(self, kind: str) -> None:
         self.counters[kind] = self.counters.get(kind, 0) + 1
 
-    def _schedule(self, every_us: int, name: str, action: object) -> None:
-        assert callable(action)
-
+    def _schedule(
+        self, every_us: int, name: str, action: Callable[[], None], rng: random.Random
+    ) -> None:
         def fire() -> None:
             if self._stopped:
                 return
             action()
-            self._schedule(every_us, name, action)
+            self._schedule(every_us, name, action, rng)
 
-        self._loop.schedule(self._rng.randint(1, 2 * every_us), f"fault {name}", fire)
+        self._loop.schedule(rng.randint(1, 2 * every_us), f"fault {name}", fire)
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -299,6 +315,10 @@ class FaultScheduler:
         up = [member for member in self._members if self._cluster.is_up(member)]
         if up:
             self._cluster.compact(self._rng.choice(up))
+
+    def _transfer(self) -> None:
+        if self._cluster.transfer_leadership(self._transfer_rng):
+            self.count("leader transfer")
 
     def _drift(self) -> None:
         self.count("drift")

@@ -181,6 +181,12 @@ class Member:
         self._reads[read_id] = _WaitingRead(client, seq, key)
         self._run()
 
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Ask the core to hand leadership to `target`; raises as the core does."""
+        assert self.node is not None
+        self.node.transfer_leadership(target)
+        self._run()
+
     def compact(self) -> bool:
         """Snapshot the state machine, keep it durably, and let the core drop the log below."""
         assert self.node is not None

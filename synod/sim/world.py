@@ -19,13 +19,14 @@ events is bounded by `events_max`.
 
 from __future__ import annotations
 
+import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import Message
-from synod.paxos.node import Role
+from synod.paxos.node import Role, TransferRefused
 from synod.paxos.types import Ballot, Entry, Membership, NodeId, SnapshotMeta
 from synod.sim.client import Answer, Client, Request, Submitted
 from synod.sim.disk import WalStorage
@@ -105,7 +106,12 @@ class World:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.streams = SeededStreams(options.seed)
-        self.knobs = draw_knobs(self.streams.stream("knobs"), options.nodes, options.profile)
+        self.knobs = draw_knobs(
+            self.streams.stream("knobs"),
+            options.nodes,
+            options.profile,
+            self.streams.stream("knobs-later"),
+        )
         self.loop = EventLoop()
         self.ids = tuple(NodeId(i) for i in range(1, options.nodes + 1))
         self.network = Network(
@@ -119,7 +125,12 @@ class World:
         for member_id in self.ids:
             self.redraw_tick(member_id)
         self.scheduler = FaultScheduler(
-            self.loop, self.streams.stream("faults"), self.network, self, self.knobs.faults
+            self.loop,
+            self.streams.stream("faults"),
+            self.network,
+            self,
+            self.knobs.faults,
+            self.streams.stream("faults-transfer"),
         )
         self.clients = [
             Client(
@@ -272,6 +283,19 @@ class World:
                 f"{self.members[member].storage.snapshot_slot}"
             )
         self._after_input(self.members[member])
+
+    def transfer_leadership(self, rng: random.Random) -> bool:
+        leader = self._leader()
+        if leader is None:
+            return False
+        target = rng.choice([member for member in self.ids if member != leader.node_id])
+        self.loop.note(f"leader {leader.node_id} asked to transfer leadership to {target}")
+        try:
+            leader.transfer_leadership(target)
+        except (NotLeader, TransferRefused) as refused:
+            self.loop.note(f"transfer refused: {refused}")
+        self._after_input(leader)
+        return True
 
     def _after_input(self, member: Member) -> None:
         node = member.node
