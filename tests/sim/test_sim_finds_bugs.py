@@ -44,3 +44,23 @@ def test_storage_that_lies_about_durability_is_caught(monkeypatch: pytest.Monkey
             violations.append(result.violation)
             break
     assert violations, "no seed caught a storage that forgets acknowledged writes"
+
+
+def test_a_failure_prints_the_property_the_trace_and_the_reproduce_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(synod.sim.world, "MemoryStorage", ForgetfulStorage)
+    monkeypatch.setattr(synod.sim.world, "WalStorage", ForgetfulStorage)
+    from synod.cli import main
+
+    for seed in range(SEEDS_MAX):
+        if main(["sim", "--seed", str(seed), "--nodes", "3", "--faults", "crash"]) != 0:
+            break
+    else:
+        pytest.fail("no seed failed")
+    output = capsys.readouterr().out
+    assert f"seed {seed}: " in output
+    assert "violation" in output or "crash:" in output
+    assert "last events:" in output
+    assert f"reproduce: synod sim --seed {seed} --runs 1 --nodes 3 --faults crash" in output
+    assert "runs 1, failed 1" in output
