@@ -73,7 +73,7 @@ def test_torn_tail_record_is_truncated_with_a_log_line(
     segment = only_segment(tmp_path)
     size = segment.stat().st_size
     os.truncate(segment, size - 5)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="synod.storage.wal"):
         recovery = recover(RealFileSystem(), str(tmp_path))
     assert payloads(recovery) == [payload(n) for n in range(9)]
     assert recovery.truncated_bytes == FRAME_HEADER_BYTES + len(payload(9)) - 5
