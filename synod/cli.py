@@ -1,38 +1,263 @@
 """The `synod` command: one entry point, a subcommand per job.
 
-`synod sim` runs the deterministic simulator (see synod/sim/cli.py). `synod up` starts a local
-cluster; until the network server exists it runs a short simulated cluster instead and says so.
+- `synod serve`: run one member (etcd-style flags, or SYNOD_* environment variables).
+- `synod up`: a local cluster on 127.0.0.1, one `synod serve` child per member, in the
+  foreground until Ctrl-C.
+- `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
+  simulated cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+UP_MEMBERS_MAX = 6
+UP_READY_TIMEOUT_S = 30.0
+UP_STOP_TIMEOUT_S = 10.0
+PORT_MAX = 65535
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synod", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from synod.server.main import add_serve_arguments
     from synod.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
-    up = sub.add_parser("up", help="start a local cluster (simulated until the server exists)")
-    up.add_argument("--members", type=int, default=3)
-    up.add_argument("--seed", type=int, default=1)
+    serve = sub.add_parser(
+        "serve", help="run one member", description="Run one Synod member (etcd v3 API)."
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=run_serve)
+    up = sub.add_parser(
+        "up",
+        help="run a local cluster in the foreground",
+        description="Start a local cluster on 127.0.0.1, one `synod serve` process per "
+        "member, until Ctrl-C.",
+    )
+    up.add_argument("--members", type=int, default=3, help="members (default 3)")
+    up.add_argument("--data-dir", default="synod-data", help="parent of the members' dirs")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=2379,
+        help="first client port (default 2379: clients 2379, 22379, 32379; peers +1)",
+    )
     up.set_defaults(handler=run_up)
+    demo = sub.add_parser("demo", help="run a short simulated cluster (no network)")
+    demo.add_argument("--members", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(handler=run_demo)
     return parser
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from synod.server.config import ConfigError
+    from synod.server.main import config_from_args, serve, setup_logging
+
+    try:
+        config = config_from_args(args)
+        setup_logging(args.log_level, config.name)
+    except ConfigError as error:
+        print(f"synod serve: error: {error}", file=sys.stderr)
+        return 2
+    return serve(config)
+
+
+# --------------------------------------------------------------------------- up
+
+
+@dataclass(frozen=True)
+class LocalMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+
+def local_members(count: int, base_port: int, data_dir: Path) -> list[LocalMember]:
+    """etcd's local layout: clients on base, base+20000, base+30000, ...; peers one up."""
+    members = []
+    for index in range(count):
+        client = base_port if index == 0 else base_port + (index + 1) * 10000
+        members.append(LocalMember(f"synod{index + 1}", client, client + 1, data_dir))
+    return members
+
+
+def serve_command(member: LocalMember, members: list[LocalMember], token: str) -> list[str]:
+    cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    client_urls = ",".join(f"{m.name}={m.client_url}" for m in members)
+    return [
+        sys.executable,
+        "-m",
+        "synod.cli",
+        "serve",
+        "--name",
+        member.name,
+        "--data-dir",
+        str(member.data_dir / member.name),
+        "--listen-client-urls",
+        member.client_url,
+        "--advertise-client-urls",
+        member.client_url,
+        "--listen-peer-urls",
+        member.peer_url,
+        "--initial-advertise-peer-urls",
+        member.peer_url,
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-token",
+        token,
+        "--initial-cluster-client-urls",
+        client_urls,
+    ]
+
+
+def leader_answers(endpoint: str, timeout_s: float) -> str | None:
+    """The leader's id (hex) if `endpoint` knows one and serves a linearizable read."""
+    import grpc
+
+    from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=timeout_s
+            )
+            if status.leader == 0:
+                return None
+            rpc_pb2_grpc.KVStub(channel).Range(rpc_pb2.RangeRequest(key=b"\0"), timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+    return f"{status.leader:x}"
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
 def run_up(args: argparse.Namespace) -> int:
-    """Run the simulated demo cluster (the real server has not landed yet)."""
+    if not 1 <= args.members <= UP_MEMBERS_MAX:
+        print(f"synod up: --members must be in 1..{UP_MEMBERS_MAX}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir).absolute()
+    members = local_members(args.members, args.base_port, data_dir)
+    if args.base_port < 1 or members[-1].peer_port > PORT_MAX:
+        print("synod up: --base-port leaves no room for the members' ports", file=sys.stderr)
+        return 2
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"synod up: cannot create {data_dir}: {error.strerror}", file=sys.stderr)
+        return 1
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    children: list[tuple[LocalMember, subprocess.Popen[bytes]]] = []
+    for member in members:
+        log_path = data_dir / f"{member.name}.log"
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                serve_command(member, members, "synod-local"),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        children.append((member, process))
+        print(f"{member.name}: client {member.client_url}  peer {member.peer_url}  log {log_path}")
+    endpoints = ",".join(f"127.0.0.1:{m.client_port}" for m in members)
+    try:
+        status = _wait_ready(children, stop, endpoints)
+        if status != 0:
+            return status
+        while not stop.requested:
+            for member, process in children:
+                if process.returncode is None and process.poll() is not None:
+                    print(f"{member.name} exited with status {process.returncode}")
+            time.sleep(0.2)
+        return 0
+    finally:
+        _stop_children(children)
+
+
+def _wait_ready(
+    children: list[tuple[LocalMember, subprocess.Popen[bytes]]], stop: _Stop, endpoints: str
+) -> int:
+    deadline = time.monotonic() + UP_READY_TIMEOUT_S
+    while not stop.requested:
+        for member, process in children:
+            if process.poll() is not None:
+                log_path = member.data_dir / f"{member.name}.log"
+                tail = log_path.read_text(errors="replace").splitlines()[-5:]
+                print(f"synod up: {member.name} exited with status {process.returncode}:")
+                for line in tail:
+                    print("  " + line)
+                return 1
+        leader = leader_answers(f"127.0.0.1:{children[0][0].client_port}", 1.0)
+        if leader is not None:
+            print(
+                f"ready: leader {leader}; try: ETCDCTL_API=3 etcdctl --endpoints={endpoints} "
+                "member list"
+            )
+            sys.stdout.flush()
+            return 0
+        if time.monotonic() > deadline:
+            print(f"synod up: no leader answered within {UP_READY_TIMEOUT_S:.0f} s")
+            return 1
+        time.sleep(0.2)
+    return 0
+
+
+def _stop_children(children: list[tuple[LocalMember, subprocess.Popen[bytes]]]) -> None:
+    for _, process in children:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + UP_STOP_TIMEOUT_S
+    for member, process in children:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{member.name} did not stop in time; killing it")
+            process.kill()
+            process.wait()
+    print("stopped")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the simulated demo cluster (no processes, no network)."""
     if not 1 <= args.members <= 9 or args.seed < 0:
-        print("synod up: --members must be in 1..9 and --seed >= 0")
+        print("synod demo: --members must be in 1..9 and --seed >= 0")
         return 2
     from synod.sim.cli import quiet_storage_logs
-    from synod.sim.demo import run_demo
+    from synod.sim.demo import run_demo as simulate
 
     quiet_storage_logs()
-    healthy, lines = run_demo(args.members, args.seed)
+    healthy, lines = simulate(args.members, args.seed)
     for line in lines:
         print(line)
     return 0 if healthy else 1

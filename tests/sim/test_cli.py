@@ -1,4 +1,4 @@
-"""`synod sim` and `synod up` print what the operator needs (DESIGN.md layout: `cli.py`)."""
+"""`synod sim` and `synod demo` print what the operator needs (DESIGN.md layout: `cli.py`)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def test_sim_runs_a_range_of_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     assert "runs 3, failed 0" in output
 
 
-def test_up_runs_a_simulated_cluster(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["up", "--members", "3"]) == 0
+def test_demo_runs_a_simulated_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--members", "3"]) == 0
     output = capsys.readouterr().out
     assert "SIMULATION" in output
     assert "elected leader" in output

@@ -1,0 +1,178 @@
+"""Conversion between the etcd protobuf messages (rpc_pb2, kv_pb2) and the KV store's
+dataclasses (synod.kv.messages), in one place.
+
+The dataclasses carry the proto field names, so most of the mapping is generic: a request
+is built from the pb fields its dataclass declares, and a response is written into a pb
+message field by field, recursing into nested messages and repeated fields. Only the proto
+oneofs are special: `Compare.target_union`, `RequestOp.request` and `ResponseOp.response`.
+Enum values are the proto numbers on both sides; an unknown one is refused here with
+etcd's message.
+
+Headers: a top-level response's header is the store's revision plus the member's
+cluster id, member id and term (`HeaderSource`). A header the store left empty (a nested
+txn, a compacted watch) keeps revision 0 as etcd sends it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from synod.api.errors import EtcdError, StatusCode
+from synod.api.proto.etcdserverpb import rpc_pb2
+from synod.kv import messages as kv
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+# The header fields a member adds to the store's revision: (cluster_id, member_id, term).
+HeaderSource = Callable[[], tuple[int, int, int]]
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_ENUM_FIELDS: dict[str, type[enum.IntEnum]] = {
+    "result": kv.CompareResult,
+    "target": kv.CompareTarget,
+}
+_OP_FIELDS: tuple[tuple[str, type], ...] = (
+    ("request_range", kv.RangeRequest),
+    ("request_put", kv.PutRequest),
+    ("request_delete_range", kv.DeleteRangeRequest),
+    ("request_txn", kv.TxnRequest),
+)
+_RESPONSE_FIELDS: dict[type, str] = {
+    kv.RangeResponse: "response_range",
+    kv.PutResponse: "response_put",
+    kv.DeleteRangeResponse: "response_delete_range",
+    kv.TxnResponse: "response_txn",
+}
+_TARGET_FIELDS = {
+    kv.CompareTarget.VERSION: "version",
+    kv.CompareTarget.CREATE: "create_revision",
+    kv.CompareTarget.MOD: "mod_revision",
+    kv.CompareTarget.VALUE: "value",
+    kv.CompareTarget.LEASE: "lease",
+}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        _FIELDS[cls] = names
+    return names
+
+
+def _invalid(message: str) -> EtcdError:
+    return EtcdError(StatusCode.INVALID_ARGUMENT, message)
+
+
+# --- pb requests -> store requests ------------------------------------------------------
+
+
+def to_request(pb: Message, cls: type[T]) -> T:
+    """A store request from the pb message of the same name (nested ones included)."""
+    values: dict[str, Any] = {}
+    for name in _field_names(cls):
+        value = getattr(pb, name)
+        if name == "compare":
+            value = tuple(_compare(item) for item in value)
+        elif name in ("success", "failure"):
+            value = tuple(_request_op(item) for item in value)
+        elif name == "filters":
+            value = tuple(kv.WatchFilter(f) for f in value if f in (0, 1))
+        elif name in _ENUM_FIELDS:
+            value = _enum(_ENUM_FIELDS[name], value)
+        values[name] = value
+    return cls(**values)
+
+
+def _enum(kind: type[enum.IntEnum], value: int) -> enum.IntEnum:
+    try:
+        return kind(value)
+    except ValueError:
+        raise _invalid(f"etcdserver: invalid {kind.__name__} {value}") from None
+
+
+def _compare(pb: rpc_pb2.Compare) -> kv.Compare:
+    """The oneof `target_union` holds the operand of the field `target` names."""
+    result = _enum(kv.CompareResult, pb.result)
+    target = _enum(kv.CompareTarget, pb.target)
+    assert isinstance(target, kv.CompareTarget)
+    assert isinstance(result, kv.CompareResult)
+    operand: dict[str, Any] = {}
+    chosen = pb.WhichOneof("target_union")
+    if chosen is not None:
+        operand[chosen] = getattr(pb, chosen)
+    return kv.Compare(result, target, pb.key, pb.range_end, **operand)
+
+
+def _request_op(pb: rpc_pb2.RequestOp) -> kv.RequestOp:
+    chosen = pb.WhichOneof("request")
+    for name, cls in _OP_FIELDS:
+        if chosen == name:
+            op: kv.RequestOp = to_request(getattr(pb, name), cls)
+            return op
+    # etcd refuses an operation with nothing set as a request without a key.
+    raise _invalid("etcdserver: key is not provided")
+
+
+def watch_create(pb: rpc_pb2.WatchCreateRequest) -> kv.WatchCreateRequest:
+    return to_request(pb, kv.WatchCreateRequest)
+
+
+# --- store responses -> pb responses ----------------------------------------------------
+
+
+def to_response(value: Any, pb: M, header: HeaderSource | None) -> M:
+    """Write the store response `value` into the empty pb message `pb` and return it.
+
+    `header` fills the top-level header's member fields; nested messages get none.
+    """
+    _fill(value, pb, header)
+    return pb
+
+
+def _fill(value: Any, pb: Message, header: HeaderSource | None) -> None:
+    for name in _field_names(type(value)):
+        item = getattr(value, name)
+        if item is None:
+            continue
+        if name == "header":
+            _fill_header(item, pb.header, header)
+        elif name == "responses":
+            for response in item:
+                op = pb.responses.add()
+                _fill(response, getattr(op, _RESPONSE_FIELDS[type(response)]), None)
+        elif dataclasses.is_dataclass(item):
+            _fill(item, getattr(pb, name), None)
+        elif isinstance(item, tuple):
+            repeated = getattr(pb, name)
+            for element in item:
+                if dataclasses.is_dataclass(element):
+                    _fill(element, repeated.add(), None)
+                else:
+                    repeated.append(element)
+        else:
+            setattr(pb, name, int(item) if isinstance(item, enum.IntEnum) else item)
+
+
+def _fill_header(
+    value: kv.ResponseHeader, pb: rpc_pb2.ResponseHeader, header: HeaderSource | None
+) -> None:
+    pb.revision = value.revision
+    if header is not None:
+        pb.cluster_id, pb.member_id, pb.raft_term = header()
+    else:
+        pb.cluster_id, pb.member_id, pb.raft_term = (
+            value.cluster_id,
+            value.member_id,
+            value.raft_term,
+        )
+
+
+def watch_response(value: kv.WatchResponse, header: HeaderSource) -> rpc_pb2.WatchResponse:
+    return to_response(value, rpc_pb2.WatchResponse(), header)

@@ -1,0 +1,428 @@
+"""Transport-independent etcd v3 handlers: one async method per RPC, pb message in, pb
+message out, `EtcdError` for every refusal.
+
+Every door (the gRPC servicers, the JSON gateway) calls these methods and only translates
+the wire. What they keep:
+
+- Writes (put, delete, txn with a write, compact, lease grant/revoke/keep-alive) are
+  replicated: `member.write(encode_command(...))`, answered once applied on this member.
+  Requests are checked (size, etcd's static txn rules) before they reach the log, so a
+  refused request costs no slot; the store checks again when it applies.
+- Reads are linearizable unless the request says `serializable`: a read-index barrier
+  (`member.read_barrier()`), then the local store. A txn whose every branch only reads is
+  a read.
+- Every top-level response header carries the cluster id, this member's id, the store's
+  revision and as `raft_term` the member's highest promised ballot round, which never
+  decreases on a member and, across members, only lags while a member is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from synod.api import convert
+from synod.api import errors as api_errors
+from synod.api.errors import EtcdError, StatusCode
+from synod.api.proto.etcdserverpb import rpc_pb2
+from synod.kv import messages as kv
+from synod.kv.codec import encode_command
+from synod.kv.errors import KVError
+from synod.kv.txn import check_delete, check_put, check_txn
+from synod.paxos.errors import NotLeader, ProposalDropped
+from synod.paxos.node import TransferRefused
+from synod.paxos.types import NodeId
+from synod.server.config import ServerConfig
+from synod.server.kv_service import KvService
+from synod.server.member import Member, NoLeader, Overloaded, RequestTimeout
+
+log = logging.getLogger(__name__)
+
+ETCD_VERSION = "3.4.23"  # the etcd release whose API and behaviour Synod follows
+ETCD_CLUSTER_VERSION = "3.4.0"
+REQUEST_BYTES_MAX = 1536 * 1024  # etcd's --max-request-bytes default
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
+WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
+TRANSFER_POLL_S = 0.02
+
+T = TypeVar("T")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _runtime_error(error: Exception) -> EtcdError:
+    """The member's runtime errors as etcd reports them."""
+    if isinstance(error, EtcdError):
+        return error
+    if isinstance(error, KVError):
+        return api_errors.from_kv_error(error)
+    if isinstance(error, RequestTimeout):
+        return api_errors.request_timed_out()
+    if isinstance(error, Overloaded):
+        return api_errors.too_many_requests()
+    if isinstance(error, NoLeader | NotLeader):
+        text = str(error)
+        message = text if text.startswith("etcdserver: ") else api_errors.NO_LEADER
+        return EtcdError(StatusCode.UNAVAILABLE, message)
+    if isinstance(error, ProposalDropped):
+        if "transfer" in str(error):
+            return EtcdError(StatusCode.UNAVAILABLE, api_errors.LEADER_CHANGED)
+        return api_errors.too_many_requests()
+    log.error("unexpected error from the member: %r", error)
+    return EtcdError(StatusCode.INTERNAL, f"synod: internal error: {error}")
+
+
+def _read_only(request: kv.TxnRequest) -> bool:
+    for op in (*request.success, *request.failure):
+        if isinstance(op, kv.TxnRequest):
+            if not _read_only(op):
+                return False
+        elif not isinstance(op, kv.RangeRequest):
+            return False
+    return True
+
+
+class Handlers:
+    """The etcd v3 API of one member."""
+
+    def __init__(self, member: Member, service: KvService, config: ServerConfig) -> None:
+        self.member = member
+        self.service = service
+        self.config = config
+        self._client_urls = dict(config.client_urls_of)
+        self._client_urls[config.name] = tuple(str(u) for u in config.advertise_client_urls)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def header_fields(self) -> tuple[int, int, int]:
+        """(cluster_id, member_id, raft_term) for a response header."""
+        return (self.member.cluster_id, self.member.member_id, self.member.node.ballot.round)
+
+    def header(self) -> rpc_pb2.ResponseHeader:
+        cluster_id, member_id, term = self.header_fields()
+        return rpc_pb2.ResponseHeader(
+            cluster_id=cluster_id,
+            member_id=member_id,
+            revision=self.service.store.revision,
+            raft_term=term,
+        )
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except (EtcdError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            raise _runtime_error(error) from error
+
+    async def _write(self, request: kv.WriteRequest) -> object:
+        """Replicate one command; the store's response, or raise its refusal."""
+        payload = encode_command(kv.Command(request, _now_ms()))
+        if len(payload) > REQUEST_BYTES_MAX:
+            raise api_errors.request_too_large()
+        result = await self._guard(self.member.write(payload))
+        if isinstance(result, Exception):
+            raise _runtime_error(result)
+        return result
+
+    async def _barrier(self, serializable: bool = False) -> None:
+        if not serializable:
+            await self._guard(self.member.read_barrier())
+
+    def _local(self, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except KVError as error:
+            raise api_errors.from_kv_error(error) from error
+
+    @staticmethod
+    def _checked(check: Callable[[], None]) -> None:
+        try:
+            check()
+        except KVError as error:
+            raise api_errors.from_kv_error(error) from error
+
+    # ------------------------------------------------------------------ KV
+
+    async def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        store_request = convert.to_request(request, kv.RangeRequest)
+        await self._barrier(request.serializable)
+        response = self._local(lambda: self.service.store.range(store_request))
+        return convert.to_response(response, rpc_pb2.RangeResponse(), self.header_fields)
+
+    async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        store_request = convert.to_request(request, kv.PutRequest)
+        self._checked(lambda: check_put(store_request))
+        response = await self._write(store_request)
+        assert isinstance(response, kv.PutResponse)
+        return convert.to_response(response, rpc_pb2.PutResponse(), self.header_fields)
+
+    async def delete_range(
+        self, request: rpc_pb2.DeleteRangeRequest
+    ) -> rpc_pb2.DeleteRangeResponse:
+        store_request = convert.to_request(request, kv.DeleteRangeRequest)
+        self._checked(lambda: check_delete(store_request))
+        response = await self._write(store_request)
+        assert isinstance(response, kv.DeleteRangeResponse)
+        return convert.to_response(response, rpc_pb2.DeleteRangeResponse(), self.header_fields)
+
+    async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        if request.ByteSize() > REQUEST_BYTES_MAX:
+            raise api_errors.request_too_large()
+        store_request = convert.to_request(request, kv.TxnRequest)
+        self._checked(lambda: check_txn(store_request))
+        if _read_only(store_request):
+            response = await self._read_txn(store_request)
+        else:
+            response = await self._write(store_request)
+        assert isinstance(response, kv.TxnResponse)
+        return convert.to_response(response, rpc_pb2.TxnResponse(), self.header_fields)
+
+    async def _read_txn(self, request: kv.TxnRequest) -> object:
+        """A txn that cannot write, served from the local store after a barrier. Applying it
+        locally changes nothing: the store moves its revision only when a key changes."""
+        serializable = all(
+            op.serializable
+            for op in (*request.success, *request.failure)
+            if isinstance(op, kv.RangeRequest)
+        ) and bool(request.success or request.failure)
+        await self._barrier(serializable)
+        store = self.service.store
+        revision = store.revision
+        applied = self._local(lambda: store.apply(kv.Command(request, 0)))
+        assert store.revision == revision, "a read-only txn changed the store"
+        assert not applied.events
+        return applied.response
+
+    async def compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        store_request = convert.to_request(request, kv.CompactionRequest)
+        response = await self._write(store_request)
+        assert isinstance(response, kv.CompactionResponse)
+        return convert.to_response(response, rpc_pb2.CompactionResponse(), self.header_fields)
+
+    # ------------------------------------------------------------------ leases
+
+    async def lease_grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        store_request = convert.to_request(request, kv.LeaseGrantRequest)
+        response = await self._write(store_request)
+        assert isinstance(response, kv.LeaseGrantResponse)
+        return convert.to_response(response, rpc_pb2.LeaseGrantResponse(), self.header_fields)
+
+    async def lease_revoke(
+        self, request: rpc_pb2.LeaseRevokeRequest
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        store_request = convert.to_request(request, kv.LeaseRevokeRequest)
+        response = await self._write(store_request)
+        assert isinstance(response, kv.LeaseRevokeResponse)
+        return convert.to_response(response, rpc_pb2.LeaseRevokeResponse(), self.header_fields)
+
+    async def lease_keep_alive(
+        self, request: rpc_pb2.LeaseKeepAliveRequest
+    ) -> rpc_pb2.LeaseKeepAliveResponse:
+        """One keep-alive, one answer. An unknown or expired lease is answered with TTL 0
+        and no error, as etcd does on its keep-alive stream (clients test TTL <= 0)."""
+        store_request = convert.to_request(request, kv.LeaseKeepAliveRequest)
+        try:
+            response = await self._write(store_request)
+        except EtcdError as error:
+            if error.message != "etcdserver: requested lease not found":
+                raise
+            return rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=request.ID, TTL=0)
+        assert isinstance(response, kv.LeaseKeepAliveResponse)
+        return convert.to_response(response, rpc_pb2.LeaseKeepAliveResponse(), self.header_fields)
+
+    async def lease_time_to_live(
+        self, request: rpc_pb2.LeaseTimeToLiveRequest
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        store_request = convert.to_request(request, kv.LeaseTimeToLiveRequest)
+        await self._barrier()
+        response = self.service.store.time_to_live(store_request, _now_ms())
+        return convert.to_response(response, rpc_pb2.LeaseTimeToLiveResponse(), self.header_fields)
+
+    async def lease_leases(
+        self, request: rpc_pb2.LeaseLeasesRequest
+    ) -> rpc_pb2.LeaseLeasesResponse:
+        await self._barrier()
+        response = self.service.store.lease_leases()
+        return convert.to_response(response, rpc_pb2.LeaseLeasesResponse(), self.header_fields)
+
+    # ------------------------------------------------------------------ cluster
+
+    def _members(self) -> list[rpc_pb2.Member]:
+        membership = self.member.node.membership
+        specs = {spec.member_id: spec for spec in self.config.initial_cluster}
+        members = []
+        for member_id in membership.members:
+            spec = specs.get(member_id)
+            name = spec.name if spec is not None else ""
+            members.append(
+                rpc_pb2.Member(
+                    ID=member_id,
+                    name=name,
+                    peerURLs=[str(spec.peer_url)] if spec is not None else [],
+                    clientURLs=list(self._client_urls.get(name, ())),
+                    isLearner=member_id in membership.learners,
+                )
+            )
+        return members
+
+    async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        return rpc_pb2.MemberListResponse(header=self.header(), members=self._members())
+
+    async def member_add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
+        raise api_errors.unimplemented("adding members")
+
+    async def member_remove(
+        self, request: rpc_pb2.MemberRemoveRequest
+    ) -> rpc_pb2.MemberRemoveResponse:
+        raise api_errors.unimplemented("removing members")
+
+    async def member_update(
+        self, request: rpc_pb2.MemberUpdateRequest
+    ) -> rpc_pb2.MemberUpdateResponse:
+        raise api_errors.unimplemented("updating members")
+
+    async def member_promote(
+        self, request: rpc_pb2.MemberPromoteRequest
+    ) -> rpc_pb2.MemberPromoteResponse:
+        raise api_errors.unimplemented("promoting learners")
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def status(self, request: rpc_pb2.StatusRequest) -> rpc_pb2.StatusResponse:
+        node = self.member.node
+        db_size = len(self.service.store.snapshot())
+        return rpc_pb2.StatusResponse(
+            header=self.header(),
+            version=ETCD_VERSION,
+            dbSize=db_size,
+            dbSizeInUse=db_size,
+            leader=node.leader or 0,
+            raftIndex=node.commit_slot,
+            raftTerm=node.ballot.round,
+            raftAppliedIndex=self.member.machine.applied_slot,
+            isLearner=self.member.member_id in node.membership.learners,
+        )
+
+    async def alarm(self, request: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        """Synod raises no alarms (no space quota, no corruption alarm yet): always none."""
+        return rpc_pb2.AlarmResponse(header=self.header())
+
+    async def defragment(self, request: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
+        """Nothing to defragment: the store lives in memory, snapshots are rewritten whole."""
+        return rpc_pb2.DefragmentResponse(header=self.header())
+
+    async def hash(self, request: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
+        """crc32 of the store's canonical snapshot (equal stores give equal hashes)."""
+        digest = zlib.crc32(self.service.store.snapshot())
+        return rpc_pb2.HashResponse(header=self.header(), hash=digest)
+
+    async def hash_kv(self, request: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
+        response = self._local(lambda: self.service.store.hash_kv(request.revision))
+        return convert.to_response(response, rpc_pb2.HashKVResponse(), self.header_fields)
+
+    async def snapshot(
+        self, request: rpc_pb2.SnapshotRequest
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """The store's snapshot in chunks, then (as etcd) its sha256 as the last 32 bytes."""
+        data = self.service.store.snapshot()
+        data += hashlib.sha256(data).digest()
+        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
+            blob = data[offset : offset + SNAPSHOT_CHUNK_BYTES]
+            remaining = len(data) - offset - len(blob)
+            yield rpc_pb2.SnapshotResponse(
+                header=self.header(), remaining_bytes=remaining, blob=blob
+            )
+
+    async def move_leader(self, request: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
+        """Hand leadership to `targetID` (sent to the leader, as etcd requires) and wait."""
+        target = request.targetID
+        if not self.member.is_leader:
+            raise EtcdError(StatusCode.FAILED_PRECONDITION, api_errors.NOT_LEADER)
+        if target not in self.member.node.membership.voters:
+            raise EtcdError(StatusCode.FAILED_PRECONDITION, api_errors.BAD_LEADER_TRANSFEREE)
+        try:
+            self.member.node.transfer_leadership(NodeId(target))
+        except (NotLeader, TransferRefused) as error:
+            raise EtcdError(StatusCode.FAILED_PRECONDITION, api_errors.NOT_LEADER) from error
+        self.member._schedule_process()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout_s
+        while self.member.leader_id != target:
+            if loop.time() > deadline:
+                raise EtcdError(StatusCode.UNAVAILABLE, api_errors.LEADER_TRANSFER_TIMED_OUT)
+            await asyncio.sleep(TRANSFER_POLL_S)
+        return rpc_pb2.MoveLeaderResponse(header=self.header())
+
+    # ------------------------------------------------------------------ watch
+
+    def open_watch(self) -> WatchSession:
+        return WatchSession(self)
+
+
+class WatchSession:
+    """One client watch stream: its requests in, its responses out, in order.
+
+    Responses of the store's watch hub are queued as they are produced (on create, on
+    every applied command, on progress ticks); `responses()` drains the queue until
+    `close()`. A stream that lets WATCH_QUEUE_MAX responses pile up is ended with an error
+    rather than holding unbounded memory.
+    """
+
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+        self._queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
+        self._overflowed = False
+        self._closed = False
+        self._stream_id, self._hub = handlers.service.open_stream(self._sink)
+
+    def _sink(self, responses: tuple[kv.WatchResponse, ...]) -> None:
+        if self._closed:
+            return
+        if self._queue.qsize() + len(responses) > WATCH_QUEUE_MAX:
+            self._overflowed = True
+            self.close()
+            return
+        for response in responses:
+            self._queue.put_nowait(convert.watch_response(response, self._handlers.header_fields))
+
+    async def handle(self, request: rpc_pb2.WatchRequest) -> None:
+        if self._closed:
+            return
+        kind = request.WhichOneof("request_union")
+        if kind == "create_request":
+            create = convert.watch_create(request.create_request)
+            self._sink(self._hub.create(create))
+        elif kind == "cancel_request":
+            canceled = self._hub.cancel(request.cancel_request.watch_id)
+            if canceled is not None:
+                self._sink((canceled,))
+        elif kind == "progress_request":
+            self._sink((self._hub.request_progress(),))
+
+    async def responses(self) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        while True:
+            response = await self._queue.get()
+            if response is None:
+                if self._overflowed:
+                    raise EtcdError(
+                        StatusCode.RESOURCE_EXHAUSTED, "synod: watch stream fell too far behind"
+                    )
+                return
+            yield response
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._handlers.service.close_stream(self._stream_id)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)

@@ -1,0 +1,328 @@
+"""The member process: configuration from etcd-style flags (or SYNOD_* variables), the data
+directory's identity check, and the asyncio life of one member: KV service, member runtime,
+the client doors, the watch progress timer, and a clean stop on SIGTERM or SIGINT.
+
+The data directory remembers which cluster and member it belongs to (`synod-member`, written
+at first start); a later start with flags naming another cluster or member is refused
+rather than mixing two clusters' logs.
+
+Client doors: `start_client_door(handlers, address)` is the one place that decides what
+listens on a client URL (today the etcd gRPC API; the JSON gateway and the port multiplexer
+plug in there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from synod.api.grpc_server import start_grpc
+from synod.api.handlers import Handlers
+from synod.paxos.config import Config as CoreConfig
+from synod.paxos.config import ConfigError as CoreConfigError
+from synod.server.config import (
+    ConfigError,
+    ServerConfig,
+    Url,
+    parse_initial_cluster,
+    parse_urls,
+)
+from synod.server.kv_service import KvService
+from synod.server.member import Member
+
+log = logging.getLogger("synod.server")
+
+MEMBER_FILE = "synod-member"
+PROGRESS_NOTIFY_INTERVAL_S = 10.0  # etcd: 10 minutes; shorter is allowed and cheaper to test
+STOP_GRACE_S = 1.0
+
+
+class StartError(Exception):
+    """The member cannot start (busy port, unusable data dir); the message says why."""
+
+
+class ClientDoor(Protocol):
+    """Something listening for clients that can be stopped (a grpc.aio.Server, ...)."""
+
+    async def stop(self, grace: float | None) -> None: ...
+
+
+ClientDoorFactory = Callable[[Handlers, str], Awaitable[ClientDoor]]
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    default: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "SYNOD_" + self.name.upper().replace("-", "_")
+
+
+FLAGS = (
+    Flag("name", "default", "human-readable name of this member"),
+    Flag("data-dir", "", "path to the data directory (default: NAME.synod)"),
+    Flag("listen-client-urls", "http://localhost:2379", "URLs to listen on for clients"),
+    Flag("advertise-client-urls", "", "client URLs told to clients (default: listen URLs)"),
+    Flag("listen-peer-urls", "http://localhost:2380", "URL to listen on for peers"),
+    Flag("initial-advertise-peer-urls", "", "this member's peer URL (default: listen peer URL)"),
+    Flag("initial-cluster", "", "NAME=PEER_URL,... of every member (default: this one)"),
+    Flag("initial-cluster-state", "new", "new or existing"),
+    Flag("initial-cluster-token", "synod-cluster", "token that makes cluster ids unique"),
+    Flag(
+        "initial-cluster-client-urls",
+        "",
+        "Synod only: NAME=CLIENT_URL,... of the other members, for member list",
+    ),
+    Flag("heartbeat-interval", "100", "time of one heartbeat (a core tick), in ms"),
+    Flag("election-timeout", "1000", "election timeout in ms"),
+    Flag("snapshot-count", "10000", "applied slots between snapshots"),
+    Flag("log-level", "info", "debug, info, warning or error"),
+)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The etcd-style flags; each defaults to its SYNOD_* environment variable."""
+    for flag in FLAGS:
+        parser.add_argument(
+            "--" + flag.name,
+            default=os.environ.get(flag.env, flag.default),
+            help=f"{flag.help} [env {flag.env}]",
+        )
+
+
+def _int_flag(value: str, flag: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"--{flag} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"--{flag} must be at least {minimum}")
+    return number
+
+
+def _client_urls_of(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    found: dict[str, list[str]] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --initial-cluster-client-urls item {item!r}: NAME=URL")
+        found.setdefault(name.strip(), []).append(str(Url.parse(url)))
+    return tuple((name, tuple(urls)) for name, urls in sorted(found.items()))
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Validate the flags into a ServerConfig; ConfigError says what is wrong."""
+    name = args.name.strip()
+    if not name:
+        raise ConfigError("--name must not be empty")
+    listen_clients = parse_urls(args.listen_client_urls, "--listen-client-urls")
+    advertise_clients = (
+        parse_urls(args.advertise_client_urls, "--advertise-client-urls")
+        if args.advertise_client_urls.strip()
+        else listen_clients
+    )
+    listen_peers = parse_urls(args.listen_peer_urls, "--listen-peer-urls")
+    if len(listen_peers) != 1:
+        raise ConfigError("--listen-peer-urls takes exactly one URL")
+    advertise_peer = (
+        parse_urls(args.initial_advertise_peer_urls, "--initial-advertise-peer-urls")[0]
+        if args.initial_advertise_peer_urls.strip()
+        else listen_peers[0]
+    )
+    cluster_text = args.initial_cluster.strip() or f"{name}={advertise_peer}"
+    token = args.initial_cluster_token.strip()
+    if not token:
+        raise ConfigError("--initial-cluster-token must not be empty")
+    cluster = parse_initial_cluster(cluster_text, token)
+    mine = [peer for peer in cluster if peer.name == name]
+    if not mine:
+        raise ConfigError(f"--name {name!r} is not in --initial-cluster {cluster_text!r}")
+    if mine[0].peer_url != advertise_peer:
+        raise ConfigError(
+            f"--initial-cluster gives {name!r} the peer URL {mine[0].peer_url}, but "
+            f"--initial-advertise-peer-urls is {advertise_peer}"
+        )
+    if args.initial_cluster_state not in ("new", "existing"):
+        raise ConfigError("--initial-cluster-state must be 'new' or 'existing'")
+    heartbeat_ms = _int_flag(args.heartbeat_interval, "heartbeat-interval", 1)
+    election_ms = _int_flag(args.election_timeout, "election-timeout", 1)
+    if election_ms < 3 * heartbeat_ms:
+        raise ConfigError("--election-timeout must be at least 3 times --heartbeat-interval")
+    core = CoreConfig(heartbeat_ticks=1, election_ticks=election_ms // heartbeat_ms)
+    try:
+        core.validate()
+    except CoreConfigError as error:
+        raise ConfigError(str(error)) from error
+    return ServerConfig(
+        name=name,
+        data_dir=args.data_dir.strip() or f"{name}.synod",
+        listen_client_urls=listen_clients,
+        advertise_client_urls=advertise_clients,
+        listen_peer_url=listen_peers[0],
+        initial_cluster=cluster,
+        initial_cluster_state=args.initial_cluster_state,
+        initial_cluster_token=token,
+        tick_ms=heartbeat_ms,
+        snapshot_every_slots=_int_flag(args.snapshot_count, "snapshot-count", 1),
+        core=core,
+        client_urls_of=_client_urls_of(args.initial_cluster_client_urls),
+    )
+
+
+# --------------------------------------------------------------------------- data dir
+
+
+def check_data_dir(config: ServerConfig) -> None:
+    """Create the data dir, check it is writable and belongs to this cluster and member;
+    record both ids at first start."""
+    path = Path(config.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StartError(f"cannot create data dir {path}: {error.strerror}") from error
+    probe = path / ".synod-write-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StartError(f"data dir {path} is not writable: {error.strerror}") from error
+    identity = f"cluster_id={config.cluster_id:016x}\nmember_id={config.member_id:016x}\n"
+    record = path / MEMBER_FILE
+    if record.exists():
+        found = record.read_text(errors="replace")
+        if found != identity:
+            raise StartError(
+                f"data dir {path} belongs to another cluster or member ({_one_line(found)}); "
+                f"these flags give {_one_line(identity)} (check --name, --initial-cluster "
+                f"and --initial-cluster-token, or use another --data-dir)"
+            )
+        return
+    temporary = path / (MEMBER_FILE + ".tmp")
+    with open(temporary, "w") as out:
+        out.write(identity)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, record)
+
+
+def _one_line(text: str) -> str:
+    return ", ".join(line for line in text.splitlines() if line)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _address(url: Url) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{url.port}"
+
+
+async def start_client_door(handlers: Handlers, address: str) -> ClientDoor:
+    """Everything that serves clients on one listen address (today: etcd gRPC)."""
+    server: ClientDoor = await start_grpc(handlers, address)
+    return server
+
+
+async def _progress_notifier(service: KvService, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        service.progress_notify()
+
+
+async def run_member(
+    config: ServerConfig,
+    stop: asyncio.Event,
+    client_door: ClientDoorFactory = start_client_door,
+    progress_interval_s: float = PROGRESS_NOTIFY_INTERVAL_S,
+) -> None:
+    """Run one member until `stop` is set; StartError if it cannot start."""
+    check_data_dir(config)
+    service = KvService(election_timeout_ms=config.tick_ms * config.core.election_ticks)
+    member = Member(config, service)
+    try:
+        await member.start()
+    except OSError as error:
+        raise StartError(
+            f"cannot listen for peers on {config.listen_peer_url}: {error.strerror or error}"
+        ) from error
+    doors: list[ClientDoor] = []
+    progress: asyncio.Task[None] | None = None
+    try:
+        handlers = Handlers(member, service, config)
+        for url in config.listen_client_urls:
+            try:
+                doors.append(await client_door(handlers, _address(url)))
+            except OSError as error:
+                raise StartError(f"cannot listen for clients on {url}: {error}") from error
+        progress = asyncio.create_task(_progress_notifier(service, progress_interval_s))
+        log.info(
+            "member %s (%016x) of cluster %016x serving clients on %s",
+            config.name,
+            config.member_id,
+            config.cluster_id,
+            ", ".join(str(url) for url in config.listen_client_urls),
+        )
+        await stop.wait()
+        log.info("stopping member %s", config.name)
+    finally:
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+        for door in doors:
+            await door.stop(STOP_GRACE_S)
+        await member.stop()
+
+
+async def _serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_member(config, stop)
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the member in this process (uvloop when installed); the exit status."""
+    if not __debug__:
+        print("synod serve: refusing to run under python -O (assertions guard safety)")
+        return 2
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(config))
+    except StartError as error:
+        log.error("%s", error)
+        print(f"synod serve: {error}")
+        return 1
+    return 0
+
+
+def setup_logging(level: str, name: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError(f"--log-level must be debug, info, warning or error, not {level!r}")
+    logging.basicConfig(
+        level=numeric, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
