@@ -8,13 +8,20 @@ Modules, lowest first:
 - `codec`: msgpack layout of entries, ballots, memberships, hard state, snapshot metadata.
 - `storage`: `DurableStorage`, the driver's `Storage` (`save`) plus `load` and `compact`.
 - `repair`: `synod repair --data-dir DIR`, moving a damaged directory aside.
-- `errors`: `StorageFatal` (stop: durability unknown), `StorageFull`, `StorageCorrupt`.
+- `errors`: `StorageFatal` (stop: durability unknown), `StorageFull`, `StorageCorrupt`,
+  `StorageLocked`.
 
 The layer's promise (DESIGN.md): what it reports durable survives power loss, corruption is
 detected by checksum, and a torn record is never returned.
 """
 
-from synod.storage.errors import StorageCorrupt, StorageError, StorageFatal, StorageFull
+from synod.storage.errors import (
+    StorageCorrupt,
+    StorageError,
+    StorageFatal,
+    StorageFull,
+    StorageLocked,
+)
 from synod.storage.storage import DurableStorage
 from synod.storage.wal import Ticket, WalOptions
 
@@ -24,6 +31,7 @@ __all__ = [
     "StorageError",
     "StorageFatal",
     "StorageFull",
+    "StorageLocked",
     "Ticket",
     "WalOptions",
 ]

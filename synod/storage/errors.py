@@ -27,6 +27,10 @@ class StorageFull(StorageFatal):
     """The disk is full (ENOSPC): writes stopped; everything acknowledged before is durable."""
 
 
+class StorageLocked(StorageError):
+    """Another process (or another open storage) is using the data directory."""
+
+
 class StorageCorrupt(StorageError):
     """The on-disk data is damaged before its tail; the member must not serve from it."""
 

@@ -12,6 +12,7 @@ for the rest); `sync` returns only once the file's data is durable, and any fail
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from typing import Protocol
 
@@ -55,6 +56,11 @@ class FileSystem(Protocol):
     def sync_dir(self, directory: str) -> None:
         """Make creations, renames and removals in `directory` durable."""
 
+    def lock(self, directory: str) -> None:
+        """Take `directory`'s exclusive lock; raises BlockingIOError if another holder has it."""
+
+    def unlock(self, directory: str) -> None: ...
+
 
 class RealFile:
     """A file descriptor opened for positional writes."""
@@ -95,8 +101,14 @@ class RealFile:
         os.close(self.fd)
 
 
+LOCK_NAME = "LOCK"
+
+
 class RealFileSystem:
     """The operating system's files, with the fsync discipline the WAL relies on."""
+
+    def __init__(self) -> None:
+        self._lock_fds: dict[str, int] = {}
 
     def open(self, path: str, create: bool) -> WritableFile:
         flags = os.O_RDWR | os.O_CLOEXEC
@@ -131,4 +143,19 @@ class RealFileSystem:
         try:
             os.fsync(fd)
         finally:
+            os.close(fd)
+
+    def lock(self, directory: str) -> None:
+        assert directory not in self._lock_fds, "directory already locked by this instance"
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fds[directory] = fd
+
+    def unlock(self, directory: str) -> None:
+        fd = self._lock_fds.pop(directory, None)
+        if fd is not None:
             os.close(fd)

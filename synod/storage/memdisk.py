@@ -11,7 +11,8 @@ Faults on demand: `sync_error` makes the next fsync raise that error; `capacity_
 makes writes past it raise ENOSPC; `crash_after_ops` makes the n-th next mutating operation
 take effect and then raise `SimulatedCrash`, so a test can crash the WAL mid-write.
 
-Invariants: a handle opened before a crash fails with EBADF afterwards; every draw comes from
+Invariants: a handle opened before a crash fails with EBADF afterwards, and a crash releases
+directory locks (their process died); every draw comes from
 the passed generator, in sorted path order, so a seed reproduces the same damage.
 """
 
@@ -106,6 +107,7 @@ class MemDisk:
         self._names: dict[str, _Inode] = {}
         self._durable_names: dict[str, _Inode] = {}
         self._pending: dict[str, list[_DirOp]] = {}
+        self._locked: set[str] = set()
 
     # -- fault machinery --------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class MemDisk:
                 inode.data = bytearray(self._survivor(inode, rng))
             inode.durable = bytes(inode.data)
         self.generation += 1
+        self._locked.clear()
         self.crash_after_ops = None
         self.sync_error = None
 
@@ -241,6 +244,15 @@ class MemDisk:
         for op in self._pending.pop(directory, []):
             self._apply_durable(op)
         self._tick()
+
+    def lock(self, directory: str) -> None:
+        self._require_dir(directory)
+        if directory in self._locked:
+            raise BlockingIOError(errno.EWOULDBLOCK, "directory locked", directory)
+        self._locked.add(directory)
+
+    def unlock(self, directory: str) -> None:
+        self._locked.discard(directory)
 
     # -- test helpers -----------------------------------------------------------------------
 

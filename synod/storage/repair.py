@@ -7,8 +7,8 @@ let it re-join the cluster and catch up from the leader (a snapshot plus the log
 Invariants: nothing is deleted, the damaged directory is renamed to `DIR.damaged-N` (the
 first unused N) for post-mortem, and the rename is made durable by an fsync of the parent
 directory; a directory that verifies as healthy is left alone unless `force` is given, so a
-mistyped path or a premature repair cannot throw away a good replica. The member must be
-stopped while this runs.
+mistyped path or a premature repair cannot throw away a good replica; a directory locked by a
+running member is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from synod.storage.errors import StorageCorrupt
+from synod.storage.errors import StorageCorrupt, StorageLocked
 from synod.storage.fs import RealFileSystem
-from synod.storage.storage import verify
+from synod.storage.storage import lock_directory, verify
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,18 @@ def repair(data_dir: str, *, force: bool = False) -> RepairResult:
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise RepairRefused(f"{data_dir} is not a directory: nothing to repair")
-    damage = "forced"
-    if not force:
-        damage = _diagnose(data_dir)
-    target = _free_name(data_dir)
-    os.rename(data_dir, target)
-    RealFileSystem().sync_dir(os.path.dirname(data_dir))
+    fs = RealFileSystem()
+    try:
+        lock_directory(fs, data_dir)
+    except StorageLocked as locked:
+        raise RepairRefused(str(locked)) from locked
+    try:
+        damage = "forced" if force else _diagnose(fs, data_dir)
+        target = _free_name(data_dir)
+        os.rename(data_dir, target)
+    finally:
+        fs.unlock(data_dir)
+    fs.sync_dir(os.path.dirname(data_dir))
     log.warning(
         "repair: moved %s to %s (%s); the member will re-join empty", data_dir, target, damage
     )
@@ -55,9 +61,9 @@ def repair(data_dir: str, *, force: bool = False) -> RepairResult:
     return RepairResult(data_dir, target, damage)
 
 
-def _diagnose(data_dir: str) -> str:
+def _diagnose(fs: RealFileSystem, data_dir: str) -> str:
     try:
-        restore = verify(data_dir)
+        restore = verify(data_dir, fs)
     except StorageCorrupt as corrupt:
         return str(corrupt)
     if restore is None:

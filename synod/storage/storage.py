@@ -19,7 +19,9 @@ Invariants:
   segment or record is reported, not silently skipped;
 - a segment is removed only when every entry it holds is at or below a durable snapshot and
   all older segments are removed too;
-- after any `StorageFatal` the instance refuses every further write.
+- after any `StorageFatal` the instance refuses every further write;
+- one open storage per directory: `open` takes the directory's lock (flock on `LOCK`) and a
+  second opener gets `StorageLocked`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from synod.paxos.ready import SnapshotInstall
 from synod.paxos.types import Entry, HardState, Slot, SnapshotMeta
 from synod.storage import codec
 from synod.storage.codec import Checkpoint, CodecError, SnapshotRef
-from synod.storage.errors import StorageCorrupt, StorageError, StorageFatal
+from synod.storage.errors import StorageCorrupt, StorageError, StorageFatal, StorageLocked
 from synod.storage.fs import FileSystem, RealFileSystem
 from synod.storage.wal import (
     RecoveredSegment,
@@ -111,6 +113,21 @@ class DurableStorage:
         """
         fs = fs or RealFileSystem()
         _ensure_directory(fs, directory)
+        lock_directory(fs, directory)
+        try:
+            return cls._open_locked(fs, directory, bootstrap, options)
+        except BaseException:
+            fs.unlock(directory)
+            raise
+
+    @classmethod
+    def _open_locked(
+        cls,
+        fs: FileSystem,
+        directory: str,
+        bootstrap: SnapshotMeta | None,
+        options: WalOptions | None,
+    ) -> DurableStorage:
         _remove_temp_snapshots(fs, directory)
         recovery = recover(fs, directory)
         if not recovery.segments:
@@ -215,7 +232,11 @@ class DurableStorage:
             return removed
 
     def close(self) -> None:
-        self.wal.close()
+        """Make everything saved durable, stop the committer, release the directory."""
+        try:
+            self.wal.close()
+        finally:
+            self.fs.unlock(self.directory)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -308,10 +329,21 @@ class DurableStorage:
             raise self._failure
 
 
+def lock_directory(fs: FileSystem, directory: str) -> None:
+    """Take the data directory for this process; StorageLocked if a running member has it."""
+    try:
+        fs.lock(directory)
+    except BlockingIOError as error:
+        raise StorageLocked(
+            f"{directory} is in use by another process (a running member?): stop it first"
+        ) from error
+
+
 def verify(directory: str, fs: FileSystem | None = None) -> Restore | None:
     """Check a data directory as `open` would (a torn tail is truncated); None if it has no log.
 
-    Raises StorageCorrupt if the member would refuse to start from it.
+    Raises StorageCorrupt if the member would refuse to start from it. The caller must hold
+    the directory's lock (`lock_directory`).
     """
     fs = fs or RealFileSystem()
     _remove_temp_snapshots(fs, directory)

@@ -18,7 +18,8 @@ checkpoint from the layer above (its state at that point of the stream), so the 
 at any segment once older ones are compacted away. A new segment is written in full (header,
 preallocation), fsynced and renamed into place, then the directory is fsynced; the previous
 segment is fsynced before its successor is created, so only the last segment can have a torn
-tail and sequence numbers have no gaps.
+tail and sequence numbers have no gaps. `wal.head` (replaced atomically after each new
+segment) names the newest segment, so a lost last segment is detected too.
 
 Group commit: `append` only queues records and returns a `Ticket`; one committer thread
 writes everything queued and issues one fsync for it, so records appended while an fsync is in
@@ -58,6 +59,7 @@ FRAME_CRC = struct.Struct("<I")
 FRAME_HEADER_BYTES = FRAME_FIELDS.size + FRAME_CRC.size
 SEGMENT_SUFFIX = ".wal"
 TEMP_SUFFIX = ".tmp"
+HEAD_NAME = "wal.head"
 SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})\.wal$")
 NONZERO_BYTE = re.compile(rb"[^\x00]")
 LENGTH_MAX = 1 << 31
@@ -236,16 +238,39 @@ def _scan_segment(
     return segment, previous_end, dropped
 
 
+def _read_head(fs: FileSystem, directory: str) -> int:
+    """The newest segment number ever created, from `wal.head` (0 if there is none)."""
+    path = os.path.join(directory, HEAD_NAME)
+    if not fs.exists(path):
+        return 0
+    frame = decode_frame(fs.read(path), 0)
+    if frame is None or frame.type != RECORD_SEGMENT_HEADER:
+        raise StorageCorrupt(path, 0, "damaged head file")
+    try:
+        decoded = msgpack.unpackb(frame.payload)
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        raise StorageCorrupt(path, 0, "undecodable head file") from error
+    if not isinstance(decoded, list) or len(decoded) != 1 or not isinstance(decoded[0], int):
+        raise StorageCorrupt(path, 0, f"head file holds {decoded!r}")
+    seq: int = decoded[0]
+    return seq
+
+
 def recover(fs: FileSystem, directory: str) -> Recovery:
     """Read every segment of `directory`; truncate a torn tail; raise StorageCorrupt on damage."""
     names = fs.listdir(directory)
-    leftovers = [name for name in names if name.endswith(SEGMENT_SUFFIX + TEMP_SUFFIX)]
+    temps = (SEGMENT_SUFFIX + TEMP_SUFFIX, HEAD_NAME + TEMP_SUFFIX)
+    leftovers = [name for name in names if name.endswith(temps)]
     for name in leftovers:
         log.info("wal: removing unfinished segment %s", os.path.join(directory, name))
         fs.remove(os.path.join(directory, name))
     if leftovers:
         fs.sync_dir(directory)
     seqs = sorted(int(match.group(1), 16) for n in names if (match := SEGMENT_NAME.match(n)))
+    head_seq = _read_head(fs, directory)
+    if head_seq > (seqs[-1] if seqs else 0):
+        missing = os.path.join(directory, segment_name(head_seq))
+        raise StorageCorrupt(missing, None, f"the newest segment {head_seq} is missing")
     for earlier, later in itertools.pairwise(seqs):
         if later != earlier + 1:
             missing = os.path.join(directory, segment_name(earlier + 1))
@@ -497,9 +522,25 @@ class Wal:
         file.sync()
         self.fs.rename(temp, path)
         self.fs.sync_dir(self.directory)
-        self.sync_count += 2
         self._file, self._seq = file, seq
+        self._write_head(seq)
+        self.sync_count += 4
         self._position = self._synced_offset = len(header)
+
+    def _write_head(self, seq: int) -> None:
+        """Record the newest segment number, so that losing the last segment is detected."""
+        path = os.path.join(self.directory, HEAD_NAME)
+        temp = path + TEMP_SUFFIX
+        if self.fs.exists(temp):
+            self.fs.remove(temp)
+        file = self.fs.open(temp, create=True)
+        try:
+            file.write_at(0, encode_frame(RECORD_SEGMENT_HEADER, msgpack.packb([seq]), 0))
+            file.sync()
+        finally:
+            file.close()
+        self.fs.rename(temp, path)
+        self.fs.sync_dir(self.directory)
 
     def _mark_durable(self, target: int) -> None:
         resolved: list[Future[None]] = []

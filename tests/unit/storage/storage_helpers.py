@@ -66,6 +66,7 @@ class FaultyFileSystem(RealFileSystem):
     """Real files whose fsyncs can fail and whose disk can fill up, on demand."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sync_error: OSError | None = None
         self.space_left_bytes: int | None = None
         self.sync_calls = 0

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from storage_helpers import BOOTSTRAP, MEMBERSHIP, entry, hard_state
+from storage_helpers import BOOTSTRAP, MEMBERSHIP, FaultyFileSystem, entry, hard_state
 
 from synod.paxos.node import Restore
 from synod.paxos.ready import SnapshotInstall
@@ -26,7 +26,7 @@ from synod.paxos.types import (
     Slot,
     SnapshotMeta,
 )
-from synod.storage.errors import StorageCorrupt, StorageError
+from synod.storage.errors import StorageCorrupt, StorageError, StorageFull, StorageLocked
 from synod.storage.storage import DurableStorage
 from synod.storage.wal import WalOptions, segment_name
 
@@ -212,3 +212,28 @@ def test_saves_go_through_the_commit_thread(tmp_path: Path) -> None:
     storage.save(None, [entry(2)], None, sync=True)
     restore, _ = reopen(tmp_path, storage)
     assert restore.entries == (entry(1), entry(2))
+
+
+def test_a_data_directory_is_opened_by_one_storage_at_a_time(tmp_path: Path) -> None:
+    storage = open_storage(tmp_path)
+    with pytest.raises(StorageLocked, match="in use"):
+        open_storage(tmp_path)
+    storage.close()
+    open_storage(tmp_path).close()
+
+
+def test_disk_full_while_writing_a_snapshot_loses_nothing(tmp_path: Path) -> None:
+    fs = FaultyFileSystem()
+    directory = str(tmp_path / "data")
+    storage = DurableStorage.open(directory, fs=fs, bootstrap=BOOTSTRAP, options=SMALL)
+    storage.save(None, [entry(slot) for slot in range(1, 30)], hard_state(1, 29), sync=True)
+    fs.space_left_bytes = 100
+    with pytest.raises(StorageFull, match="disk full"):
+        storage.compact(SnapshotMeta(Slot(20), MEMBERSHIP), b"s" * 1000)
+    with pytest.raises(StorageFull):
+        storage.save(None, [entry(30)], None, sync=True)
+    storage.close()
+    restore, data = reopen(tmp_path, DurableStorage.open(directory, options=SMALL))
+    assert restore == Restore(hard_state(1, 29), BOOTSTRAP, tuple(entry(s) for s in range(1, 30)))
+    assert data is None
+    assert not [n for n in os.listdir(directory) if ".snap" in n]

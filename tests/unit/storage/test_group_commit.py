@@ -113,3 +113,19 @@ def test_many_writer_threads_need_fewer_fsyncs_than_records(tmp_path: Path) -> N
     wal.close()
     found = payloads(recover(fs, str(tmp_path)))
     assert sorted(found) == sorted(b"w%d-%d" % (n, i) for n in range(writers) for i in range(20))
+
+
+def test_waiters_registered_out_of_ticket_order_are_all_released(tmp_path: Path) -> None:
+    fs = GatedFileSystem()
+    wal = open_wal(tmp_path, fs)
+    fs.gated = True
+    first = wal.append([(RECORD, b"a")])
+    assert fs.sync_started.acquire(timeout=WAIT_S)
+    second = wal.append([(RECORD, b"b")])
+    later_future = wal.durable_future(second)
+    first_future = wal.durable_future(first)
+    fs.gated = False
+    fs.gate.release()
+    first_future.result(timeout=WAIT_S)
+    later_future.result(timeout=WAIT_S)
+    wal.close()

@@ -68,3 +68,13 @@ def test_healthy_data_is_not_discarded_without_force(tmp_path: Path) -> None:
 def test_missing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RepairRefused, match="not a directory"):
         repair(str(tmp_path / "nowhere"))
+
+
+def test_a_running_member_is_not_repaired(tmp_path: Path) -> None:
+    data_dir = tmp_path / "member"
+    make_member(data_dir)
+    running = DurableStorage.open(str(data_dir), options=OPTIONS)
+    with pytest.raises(RepairRefused, match="in use"):
+        repair(str(data_dir), force=True)
+    running.close()
+    assert data_dir.exists()

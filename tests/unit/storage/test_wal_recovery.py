@@ -273,3 +273,12 @@ def test_disk_full_when_a_new_segment_is_preallocated(tmp_path: Path) -> None:
     assert payloads(recover(RealFileSystem(), str(tmp_path))) == [
         payload(n) for n in range(written)
     ]
+
+
+def test_missing_newest_segment_is_detected_by_the_head_file(tmp_path: Path) -> None:
+    write_records(tmp_path, 200, segment_bytes_max=4096)
+    segments = sorted(n for n in os.listdir(tmp_path) if n.endswith(".wal"))
+    os.remove(tmp_path / segments[-1])
+    with pytest.raises(StorageCorrupt, match="newest segment") as caught:
+        recover(RealFileSystem(), str(tmp_path))
+    assert caught.value.path == str(tmp_path / segments[-1])
