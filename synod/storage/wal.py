@@ -208,7 +208,7 @@ def _scan_segment(
         records.append(Record(frame.type, frame.payload, offset))
         offset = frame.end
     dropped = 0
-    if any(data[offset:]):
+    if NONZERO_BYTE.search(data, offset) is not None:
         if not is_last:
             raise StorageCorrupt(path, offset, "damaged record in a sealed segment")
         witness = _durable_frame_after(data, offset)
@@ -219,7 +219,7 @@ def _scan_segment(
                 f"damaged record followed by a valid record at offset {witness} written after "
                 "the damaged bytes were durable",
             )
-        dropped = len(data) - offset
+        dropped = len(data.rstrip(b"\x00")) - offset  # the zeros after it were never written
         log.warning(
             "wal: truncating torn tail of %s at offset %d: dropping %d bytes that were never "
             "reported durable (%d intact records kept)",
@@ -339,7 +339,8 @@ class Wal:
             raise storage_failure(f"opening the log in {directory}", error) from error
         self._virtual_seq = self._seq
         self._virtual_bytes = self._position
-        self._virtual_header_end = self._position if not recovery.segments else 0
+        tail_records = recovery.segments[-1].records if recovery.segments else ()
+        self._virtual_header_end = 0 if tail_records else self._position
         self._thread: threading.Thread | None = None
         if self.options.sync_thread:
             self._thread = threading.Thread(target=self._run, name="synod-wal-commit", daemon=True)
