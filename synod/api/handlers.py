@@ -48,6 +48,7 @@ ETCD_VERSION = "3.4.23"  # the etcd release whose API and behaviour Synod follow
 ETCD_CLUSTER_VERSION = "3.4.0"
 REQUEST_BYTES_MAX = 1536 * 1024  # etcd's --max-request-bytes default
 SNAPSHOT_CHUNK_BYTES = 32 * 1024
+SNAPSHOT_PAGE_BYTES = 512
 WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
 TRANSFER_POLL_S = 0.02
 
@@ -332,8 +333,10 @@ class Handlers:
     async def snapshot(
         self, request: rpc_pb2.SnapshotRequest
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """The store's snapshot in chunks, then (as etcd) its sha256 as the last 32 bytes."""
+        """The store's snapshot in chunks, zero-padded to a multiple of 512 bytes and
+        followed by its sha256, the framing etcdctl checks (a bolt file is whole pages)."""
         data = self.service.store.snapshot()
+        data += bytes(-len(data) % SNAPSHOT_PAGE_BYTES)
         data += hashlib.sha256(data).digest()
         for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
             blob = data[offset : offset + SNAPSHOT_CHUNK_BYTES]

@@ -28,6 +28,8 @@ import pytest
 
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.mvccpb import kv_pb2
+from synod.api.proto.v3electionpb import v3election_pb2, v3election_pb2_grpc
+from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -248,17 +250,18 @@ def follower_of(cluster: Cluster) -> int:
     return next(i for i in cluster.live() if i != leader)
 
 
-def put(cluster: Cluster, index: int, key: bytes, value: bytes, **kw: int) -> rpc_pb2.PutResponse:
-    return cluster.kv(index).Put(rpc_pb2.PutRequest(key=key, value=value, **kw), timeout=TIMEOUT_S)
+def put(
+    cluster: Cluster, index: int, key: bytes, value: bytes, lease: int = 0, prev_kv: bool = False
+) -> rpc_pb2.PutResponse:
+    request = rpc_pb2.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv)
+    return cluster.kv(index).Put(request, timeout=TIMEOUT_S)
 
 
-def get(cluster: Cluster, index: int, key: bytes, **kw: bool) -> rpc_pb2.RangeResponse:
-    return cluster.kv(index).Range(rpc_pb2.RangeRequest(key=key, **kw), timeout=TIMEOUT_S)
-
-
-def rpc_error(call: object) -> grpc.RpcError:
-    assert isinstance(call, grpc.RpcError)
-    return call
+def get(
+    cluster: Cluster, index: int, key: bytes, serializable: bool = False
+) -> rpc_pb2.RangeResponse:
+    request = rpc_pb2.RangeRequest(key=key, serializable=serializable)
+    return cluster.kv(index).Range(request, timeout=TIMEOUT_S)
 
 
 def expect_error(fn: object, code: grpc.StatusCode, message: str) -> None:
@@ -477,6 +480,57 @@ def test_member_list_and_status(cluster: Cluster) -> None:
         for i in cluster.live()
     }
     assert len(hashes) >= 1
+
+
+def test_lock_waits_for_the_holder_and_election_hands_over_on_resign(cluster: Cluster) -> None:
+    lease = cluster.lease(0)
+    first = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), timeout=TIMEOUT_S).ID
+    second = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), timeout=TIMEOUT_S).ID
+    locks = v3lock_pb2_grpc.LockStub(cluster.channel(1))
+    held = locks.Lock(v3lock_pb2.LockRequest(name=b"/lk", lease=first), timeout=TIMEOUT_S)
+    assert held.key == b"/lk/" + f"{first:x}".encode()
+    waiting = locks.Lock.future(v3lock_pb2.LockRequest(name=b"/lk", lease=second), timeout=10)
+    time.sleep(0.3)
+    assert not waiting.done()
+    locks.Unlock(v3lock_pb2.UnlockRequest(key=held.key), timeout=TIMEOUT_S)
+    assert waiting.result().key == b"/lk/" + f"{second:x}".encode()
+    locks.Unlock(v3lock_pb2.UnlockRequest(key=waiting.result().key), timeout=TIMEOUT_S)
+
+    election = v3election_pb2_grpc.ElectionStub(cluster.channel(2))
+    expect_error(
+        lambda: election.Leader(v3election_pb2.LeaderRequest(name=b"/el"), timeout=TIMEOUT_S),
+        grpc.StatusCode.UNKNOWN,
+        "election: no leader",
+    )
+    won = election.Campaign(
+        v3election_pb2.CampaignRequest(name=b"/el", lease=first, value=b"a"), timeout=TIMEOUT_S
+    )
+    observe = election.Observe(v3election_pb2.LeaderRequest(name=b"/el"), timeout=10)
+    assert next(observe).kv.value == b"a"
+    contender = election.Campaign.future(
+        v3election_pb2.CampaignRequest(name=b"/el", lease=second, value=b"b"), timeout=10
+    )
+    election.Proclaim(
+        v3election_pb2.ProclaimRequest(leader=won.leader, value=b"a2"), timeout=TIMEOUT_S
+    )
+    assert next(observe).kv.value == b"a2"
+    time.sleep(0.2)
+    assert not contender.done()
+    election.Resign(v3election_pb2.ResignRequest(leader=won.leader), timeout=TIMEOUT_S)
+    assert contender.result().leader.key == b"/el/" + f"{second:x}".encode()
+    assert next(observe).kv.value == b"b"
+    observe.cancel()
+    leader = election.Leader(v3election_pb2.LeaderRequest(name=b"/el"), timeout=TIMEOUT_S)
+    assert leader.kv.create_revision == contender.result().leader.rev
+    expect_error(
+        lambda: election.Proclaim(
+            v3election_pb2.ProclaimRequest(leader=won.leader, value=b"stale"), timeout=TIMEOUT_S
+        ),
+        grpc.StatusCode.UNKNOWN,
+        "election: not leader",
+    )
+    for lease_id in (first, second):
+        lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id), timeout=TIMEOUT_S)
 
 
 # ------------------------------------------------------------------ failures
