@@ -451,6 +451,9 @@ class Wal:
             except OSError as error:
                 self._fail(storage_failure(f"writing segment {self._seq}", error))
                 return
+            except Exception as error:  # a bug must not leave writers waiting forever
+                self._fail(StorageFatal(f"the WAL commit thread failed: {error!r}"))
+                raise
             self._mark_durable(target)
 
     def _take_pending(self) -> tuple[list[_Roll | _Batch], int]:

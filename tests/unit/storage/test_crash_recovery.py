@@ -15,10 +15,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import pytest
 from storage_helpers import BOOTSTRAP, MEMBERSHIP, entry, hard_state
 
 from synod.paxos.ready import SnapshotInstall
 from synod.paxos.types import Entry, HardState, Slot, SnapshotMeta
+from synod.storage.errors import StorageCorrupt
 from synod.storage.memdisk import MemDisk, SimulatedCrash
 from synod.storage.storage import DurableStorage
 from synod.storage.wal import WalOptions
@@ -142,3 +144,17 @@ def run_seed(seed: int) -> int:
 def test_acknowledged_saves_survive_random_crashes_and_nothing_torn_is_returned() -> None:
     crashes = sum(run_seed(seed) for seed in range(SEEDS))
     assert crashes > SEEDS, "the workload should crash often enough to mean something"
+
+
+def test_rot_in_acknowledged_bytes_on_the_simulated_disk_refuses_start() -> None:
+    disk = MemDisk()
+    options = WalOptions(segment_bytes_max=1 << 20, sync_thread=False, preallocate=False)
+    storage = DurableStorage.open(DATA_DIR, fs=disk, bootstrap=BOOTSTRAP, options=options)
+    for slot in range(1, 20):
+        storage.save(None, [entry(slot)], None, sync=True)
+    storage.close()
+    segment = f"{DATA_DIR}/{1:016x}.wal"
+    disk.corrupt(segment, disk.size(segment) // 2)
+    with pytest.raises(StorageCorrupt) as caught:
+        DurableStorage.open(DATA_DIR, fs=disk, options=options)
+    assert caught.value.path == segment
