@@ -92,6 +92,23 @@ def random_save(
     return install, entries, new_hard_state, states
 
 
+def restart(
+    disk: MemDisk, damage: random.Random, rng: random.Random, options: WalOptions
+) -> DurableStorage:
+    """Open after a crash; sometimes crash again during recovery itself (it must be idempotent)."""
+    for _ in range(3):
+        if rng.random() < 0.3:
+            disk.crash_after_ops = rng.randint(1, 4)
+        try:
+            storage = DurableStorage.open(DATA_DIR, fs=disk, options=options)
+        except SimulatedCrash:
+            disk.crash(damage)
+            continue
+        disk.crash_after_ops = None
+        return storage
+    return DurableStorage.open(DATA_DIR, fs=disk, options=options)
+
+
 def run_seed(seed: int) -> int:
     """One workload; returns how many crashes it survived."""
     rng = random.Random(f"{seed}-workload")
@@ -129,7 +146,7 @@ def run_seed(seed: int) -> int:
             continue
         crashes += 1
         disk.crash(damage)
-        storage = DurableStorage.open(DATA_DIR, fs=disk, options=options)
+        storage = restart(disk, damage, rng, options)
         view = loaded_view(storage)
         assert view in history[acked:], (
             f"seed {seed} step {step}: restart lost acknowledged data or returned a state "
@@ -137,6 +154,7 @@ def run_seed(seed: int) -> int:
         )
         model.restore(view)
         history, acked = [view], 0
+    disk.crash_after_ops = None
     storage.close()
     return crashes
 
