@@ -92,11 +92,14 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         session = self.h.open_watch()
 
         async def pump() -> None:
+            # A client that half-closes still gets its events (as from etcd); the stream
+            # ends when the client cancels it, or here when its requests fail.
             try:
                 async for request in request_iterator:
                     await session.handle(request)
-            finally:
+            except Exception:
                 session.close()
+                raise
 
         reader = asyncio.create_task(pump())
         try:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from synod.server.config import (
 )
 from synod.server.kv_service import KvService
 from synod.server.member import Member
+from synod.storage.errors import StorageError
 
 log = logging.getLogger("synod.server")
 
@@ -257,6 +259,8 @@ async def run_member(
     member = Member(config, service)
     try:
         await member.start()
+    except StorageError as error:
+        raise StartError(f"data dir {config.data_dir}: {error}") from error
     except OSError as error:
         raise StartError(
             f"cannot listen for peers on {config.listen_peer_url}: {error.strerror or error}"
@@ -301,7 +305,10 @@ async def _serve(config: ServerConfig) -> None:
 def serve(config: ServerConfig) -> int:
     """Run the member in this process (uvloop when installed); the exit status."""
     if not __debug__:
-        print("synod serve: refusing to run under python -O (assertions guard safety)")
+        print(
+            "synod serve: refusing to run under python -O (assertions guard safety)",
+            file=sys.stderr,
+        )
         return 2
     try:
         import uvloop
@@ -313,8 +320,7 @@ def serve(config: ServerConfig) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(config))
     except StartError as error:
-        log.error("%s", error)
-        print(f"synod serve: {error}")
+        print(f"synod serve: {error}", file=sys.stderr)
         return 1
     return 0
 

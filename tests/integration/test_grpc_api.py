@@ -461,6 +461,19 @@ def test_watch_sees_puts_and_deletes_in_order_and_cancels(cluster: Cluster) -> N
         watch.close()
 
 
+def test_watch_stream_keeps_sending_after_the_client_half_closes(cluster: Cluster) -> None:
+    create = rpc_pb2.WatchCreateRequest(key=b"/half/k")
+    call = rpc_pb2_grpc.WatchStub(cluster.channel(0)).Watch(
+        iter([rpc_pb2.WatchRequest(create_request=create)]), timeout=TIMEOUT_S
+    )
+    try:
+        assert next(call).created
+        written = put(cluster, 1, b"/half/k", b"v").header.revision
+        assert [e.kv.mod_revision for e in next(call).events] == [written]
+    finally:
+        call.cancel()
+
+
 def test_member_list_and_status(cluster: Cluster) -> None:
     listed = cluster.cluster_stub(1).MemberList(rpc_pb2.MemberListRequest(), timeout=TIMEOUT_S)
     assert sorted(m.name for m in listed.members) == ["m0", "m1", "m2"]
