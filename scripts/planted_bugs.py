@@ -7,6 +7,7 @@ catch each one (issue 2's acceptance check). Never touches the working tree.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+VERDICT = re.compile(r"^seed \d+: (?!ok)")
 
 # name -> (file, original text, planted text)
 BUGS: dict[str, tuple[str, str, str]] = {
@@ -70,7 +72,7 @@ def plant(scratch: Path, name: str) -> None:
     path.write_text(text.replace(original, planted, 1))
 
 
-def seeds_to_catch(name: str, seeds: int, nodes: int, first_seed: int) -> int | None:
+def seeds_to_catch(name: str, seeds: int, nodes: int, first_seed: int) -> tuple[int, str] | None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         shutil.copytree(ROOT / "synod", scratch / "synod")
@@ -97,7 +99,8 @@ def seeds_to_catch(name: str, seeds: int, nodes: int, first_seed: int) -> int | 
                 env={"PYTHONPATH": str(scratch), "PATH": "/usr/bin:/bin"},
             )
             if completed.returncode != 0:
-                return offset + 1
+                verdicts = [line for line in completed.stdout.splitlines() if VERDICT.match(line)]
+                return offset + 1, (verdicts[0] if verdicts else completed.stderr[-300:])
     return None
 
 
@@ -110,7 +113,10 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.bug or sorted(BUGS):
         caught = seeds_to_catch(name, args.seeds, args.nodes, args.first_seed)
-        verdict = f"caught after {caught} seeds" if caught else f"NOT caught in {args.seeds}"
+        if caught is None:
+            verdict = f"NOT caught in {args.seeds} seeds"
+        else:
+            verdict = f"caught after {caught[0]} seeds: {caught[1]}"
         print(f"{name}: {verdict}", flush=True)
 
 
