@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from grpc import aio
 
-from synod.api.errors import EtcdError
+from synod.api.errors import NO_LEADER, EtcdError, StatusCode
 from synod.api.handlers import REQUEST_BYTES_MAX, Handlers
 from synod.api.lock import ElectionService, LockService
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -33,6 +33,8 @@ from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 log = logging.getLogger(__name__)
 
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes
+REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
+NO_LEADER_CHECKS_MAX = 3  # etcd's maxNoLeaderCnt
 SEND_BYTES_MAX = 2**31 - 1
 _STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
 
@@ -49,6 +51,12 @@ async def _abort(context: aio.ServicerContext, error: EtcdError) -> NoReturn:
     raise AssertionError("abort returns only by raising")
 
 
+def _requires_leader(context: aio.ServicerContext) -> bool:
+    """etcd clients mark calls that must fail without a leader (clientv3 WithRequireLeader)."""
+    metadata = context.invocation_metadata() or ()
+    return any(key == REQUIRE_LEADER_KEY and value == "true" for key, value in metadata)
+
+
 async def _unary(
     call: Callable[[Req], Awaitable[Resp]], request: Req, context: aio.ServicerContext
 ) -> Resp:
@@ -56,6 +64,17 @@ async def _unary(
         return await call(request)
     except EtcdError as error:
         await _abort(context, error)
+
+
+async def _end_when_leaderless(handlers: Handlers, end: Callable[[EtcdError], None]) -> None:
+    """etcd's monitorLeader: a stream that requires a leader ends with "no leader" after
+    NO_LEADER_CHECKS_MAX election timeouts in a row without one, so the client moves to
+    another member instead of waiting on a cut-off one."""
+    leaderless = 0
+    while leaderless < NO_LEADER_CHECKS_MAX:
+        await asyncio.sleep(handlers.election_timeout_s)
+        leaderless = 0 if handlers.has_leader() else leaderless + 1
+    end(EtcdError(StatusCode.UNAVAILABLE, NO_LEADER))
 
 
 class KVServicer(rpc_pb2_grpc.KVServicer):
@@ -90,6 +109,12 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self, request_iterator: Any, context: Any
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         session = self.h.open_watch()
+        monitor: asyncio.Task[None] | None = None
+        if _requires_leader(context):
+            if not self.h.has_leader():
+                session.close()
+                await _abort(context, EtcdError(StatusCode.UNAVAILABLE, NO_LEADER))
+            monitor = asyncio.create_task(_end_when_leaderless(self.h, session.close))
 
         async def pump() -> None:
             # A client that half-closes still gets its events (as from etcd); the stream
@@ -109,9 +134,11 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             await _abort(context, error)
         finally:
             session.close()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            for task in (reader, monitor):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):

@@ -107,6 +107,13 @@ class Handlers:
         """(cluster_id, member_id, raft_term) for a response header."""
         return (self.member.cluster_id, self.member.member_id, self.member.node.ballot.round)
 
+    def has_leader(self) -> bool:
+        return self.member.leader_id is not None
+
+    @property
+    def election_timeout_s(self) -> float:
+        return self.config.tick_ms * self.config.core.election_ticks / 1000
+
     def header(self) -> rpc_pb2.ResponseHeader:
         cluster_id, member_id, term = self.header_fields()
         return rpc_pb2.ResponseHeader(
@@ -377,13 +384,14 @@ class WatchSession:
     Responses of the store's watch hub are queued as they are produced (on create, on
     every applied command, on progress ticks); `responses()` drains the queue until
     `close()`. A stream that lets WATCH_QUEUE_MAX responses pile up is ended with an error
-    rather than holding unbounded memory.
+    rather than holding unbounded memory; a door may also end it with an error of its own
+    (`close(error)`).
     """
 
     def __init__(self, handlers: Handlers) -> None:
         self._handlers = handlers
         self._queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
-        self._overflowed = False
+        self._error: EtcdError | None = None
         self._closed = False
         self._stream_id, self._hub = handlers.service.open_stream(self._sink)
 
@@ -391,8 +399,9 @@ class WatchSession:
         if self._closed:
             return
         if self._queue.qsize() + len(responses) > WATCH_QUEUE_MAX:
-            self._overflowed = True
-            self.close()
+            self.close(
+                EtcdError(StatusCode.RESOURCE_EXHAUSTED, "synod: watch stream fell too far behind")
+            )
             return
         for response in responses:
             self._queue.put_nowait(convert.watch_response(response, self._handlers.header_fields))
@@ -415,17 +424,17 @@ class WatchSession:
         while True:
             response = await self._queue.get()
             if response is None:
-                if self._overflowed:
-                    raise EtcdError(
-                        StatusCode.RESOURCE_EXHAUSTED, "synod: watch stream fell too far behind"
-                    )
+                if self._error is not None:
+                    raise self._error
                 return
             yield response
 
-    def close(self) -> None:
+    def close(self, error: EtcdError | None = None) -> None:
+        """End the stream; `responses()` then raises `error` after what was queued."""
         if self._closed:
             return
         self._closed = True
+        self._error = error
         self._handlers.service.close_stream(self._stream_id)
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)

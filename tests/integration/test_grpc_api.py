@@ -648,3 +648,30 @@ def test_serve_refuses_a_data_dir_of_another_cluster_and_a_busy_port(
     )
     assert bad.returncode == 2
     assert b"bad URL" in bad.stderr
+
+
+def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_end(
+    cluster: Cluster,
+) -> None:
+    """Runs last: it leaves one member of three."""
+    for index in cluster.live():
+        if index != 0:
+            cluster.kill(index)
+    watch = rpc_pb2_grpc.WatchStub(cluster.channel(0)).Watch(
+        iter([rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"/nl"))]),
+        metadata=(("hasleader", "true"),),
+        timeout=15,
+    )
+    deadline = time.monotonic() + 10
+    while cluster.maintenance(0).Status(rpc_pb2.StatusRequest(), timeout=1).leader != 0:
+        assert time.monotonic() < deadline, "the lone member still believes in a leader"
+        time.sleep(0.05)
+    expect_error(
+        lambda: put(cluster, 0, b"/nl", b"v"), grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
+    )
+    assert get(cluster, 0, b"/fail/last", serializable=True).count == 1
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in watch:
+            pass
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ended.value.details() == "etcdserver: no leader"
