@@ -155,124 +155,243 @@ def _step(operation: Operation, state: object) -> tuple[bool, object]:
 
 @dataclass(frozen=True, slots=True)
 class _EventList:
-    """Call and return events of one partition as a doubly linked list over arrays.
+    """The events of one partition as two doubly linked lists over shared arrays.
 
-    Entry 0 is the head sentinel and entry `2n + 1` the tail. Entry `e` in 1..2n belongs to
-    operation `operation_of[e]`; `partner[e]` is the return of a call (0 for returns).
+    The main list holds the calls and returns of known operations in time order, between
+    `MAIN_HEAD` and `main_tail`. Unknown operations never return, so only their calls are
+    kept, in call order, in a second list between `unknown_head` and `unknown_tail`: the scan
+    over known candidates never walks past them. Entry `e` belongs to operation
+    `operation_of[e]` at time `time_us[e]`; `partner[e]` is the return of a known call, 0 for a
+    return and -1 for an unknown call.
     """
 
     next_entry: list[int]
     previous_entry: list[int]
     operation_of: list[int]
     partner: list[int]
-    tail: int
+    time_us: list[int]
+    main_tail: int
+    unknown_head: int
+    unknown_tail: int
+
+    MAIN_HEAD = 0
 
     def lift(self, call: int) -> None:
         """Unlink a call and its return; their own links stay for `unlift`."""
-        for entry in (call, self.partner[call]):
-            self.next_entry[self.previous_entry[entry]] = self.next_entry[entry]
-            self.previous_entry[self.next_entry[entry]] = self.previous_entry[entry]
+        self._unlink(call)
+        if self.partner[call] > 0:
+            self._unlink(self.partner[call])
 
     def unlift(self, call: int) -> None:
         """Undo the latest `lift`, relinking in the reverse order (dancing links)."""
-        for entry in (self.partner[call], call):
-            self.next_entry[self.previous_entry[entry]] = entry
-            self.previous_entry[self.next_entry[entry]] = entry
+        if self.partner[call] > 0:
+            self._relink(self.partner[call])
+        self._relink(call)
+
+    def _unlink(self, entry: int) -> None:
+        self.next_entry[self.previous_entry[entry]] = self.next_entry[entry]
+        self.previous_entry[self.next_entry[entry]] = self.previous_entry[entry]
+
+    def _relink(self, entry: int) -> None:
+        self.next_entry[self.previous_entry[entry]] = entry
+        self.previous_entry[self.next_entry[entry]] = entry
 
 
 def _build_events(operations: Sequence[Operation]) -> _EventList:
-    """Events sorted by time; at equal times calls come first, so touching operations count as
-    concurrent (the permissive reading). Unknown returns come after everything.
+    """Known events sorted by time; at equal times calls come first, so touching operations
+    count as concurrent (the permissive reading). Unknown calls sorted by time apart.
     """
-    never_us = 1 + max(
-        (max(op.call_us, op.return_us or 0) for op in operations),
-        default=0,
-    )
-    events: list[tuple[int, int, int]] = []  # (time, 0 call / 1 return, operation)
+    known: list[tuple[int, int, int]] = []  # (time, 0 call / 1 return, operation)
+    unknown: list[tuple[int, int, int]] = []
     for position, operation in enumerate(operations):
-        events.append((operation.call_us, 0, position))
-        return_us = never_us if operation.return_us is None else operation.return_us
-        events.append((return_us, 1, position))
-    events.sort()
-    count = len(events)
-    operation_of = [-1] * (count + 2)
-    partner = [0] * (count + 2)
+        if operation.return_us is None:
+            unknown.append((operation.call_us, 0, position))
+        else:
+            known.append((operation.call_us, 0, position))
+            known.append((operation.return_us, 1, position))
+    known.sort()
+    unknown.sort()
+    # Layout: main head 0, known events, main tail, unknown head, unknown calls, unknown tail.
+    main_tail = len(known) + 1
+    unknown_head = main_tail + 1
+    unknown_tail = unknown_head + len(unknown) + 1
+    size = unknown_tail + 1
+    operation_of = [-1] * size
+    partner = [0] * size
+    time_us = [-1] * size
     call_entry: dict[int, int] = {}
-    for entry, (_, is_return, position) in enumerate(events, start=1):
-        operation_of[entry] = position
+    for entry, (event_us, is_return, position) in enumerate(known, start=1):
+        operation_of[entry], time_us[entry] = position, event_us
         if is_return:
             partner[call_entry[position]] = entry
         else:
             call_entry[position] = entry
-    next_entry = list(range(1, count + 3))
-    previous_entry = list(range(-1, count + 1))
-    return _EventList(next_entry, previous_entry, operation_of, partner, count + 1)
+    for entry, (event_us, _, position) in enumerate(unknown, start=unknown_head + 1):
+        operation_of[entry], time_us[entry], partner[entry] = position, event_us, -1
+    next_entry = list(range(1, size + 1))
+    previous_entry = list(range(-1, size - 1))
+    next_entry[main_tail] = previous_entry[unknown_head] = -1  # two separate lists
+    return _EventList(
+        next_entry, previous_entry, operation_of, partner, time_us,
+        main_tail, unknown_head, unknown_tail,
+    )  # fmt: skip
+
+
+# The scan over the candidates runs in passes, each placing one class of operations: pure ones
+# first (they are never a choice), then known ones, then unknown ones, so that a configuration
+# is first reached with as few unknown operations placed as possible (see `_Failures`).
+_PASS_PURE = 0
+_PASS_KNOWN = 1
+_PASS_UNKNOWN = 2
+
+
+class _NoPrior:
+    """Marks a configuration whose last operation placed is known (or that has none)."""
+
+    def __repr__(self) -> str:
+        return "<no prior>"
+
+
+_NO_PRIOR = _NoPrior()
 
 
 def _check_key(operations: Sequence[Operation], initial: object, step_budget: int) -> _KeyOutcome:
-    """Wing-Gong-Lowe search over one key's operations, placing pure operations greedily."""
+    """Wing-Gong-Lowe search over one key's operations, with the reductions of the module doc.
+
+    A configuration is (operations placed, register state, the state before the last one if
+    that one is unknown): see `_unnoticed` for why the last matters.
+    """
     # Unknown reads cannot have changed anything, and leaving them out is always allowed.
     operations = [op for op in operations if op.known or op.kind is not OpKind.GET]
     operations, initial = _forget_unobserved(operations, initial)
     events = _build_events(operations)
     next_entry, operation_of, partner = events.next_entry, events.operation_of, events.partner
-    known = [operation.known for operation in operations]
-    pure = [_is_pure(operation) for operation in operations]
+    time_us, main_tail, unknown_tail = events.time_us, events.main_tail, events.unknown_tail
+    pass_of = [_pass_of(operation) for operation in operations]
     twin_before = _twin_before(operations)
-    explored: set[tuple[int, object]] = set()
-    stack: list[tuple[int, object, bool]] = []  # (call entry placed, state before, greedy)
+    unknown = [not operation.known for operation in operations]
+    failures = _Failures(operations) if any(unknown) else None
+    explored: set[tuple[int, object, object]] = set()
+    stack: list[tuple[int, object, int, int]] = []  # (call placed, state before, pass, frontier)
     order: list[int] = []  # positions of the operations on `stack`, in the same order
-    return_us = [
-        -1 if operation.return_us is None else operation.return_us for operation in operations
-    ]
     furthest: list[int] = []  # the placed operations when the search got furthest in time
-    furthest_reached = (-1, -1)  # (time of the return that stopped it, operations placed)
+    furthest_reached = (-1, -1)  # (frontier, operations placed)
     linearized = 0  # bitset of operation positions
     state = initial
-    entry = next_entry[0]
-    greedy = True  # a first pass over the candidates that places only pure operations
+    prior: object = _NO_PRIOR  # the state before the last operation placed, if it is unknown
+    frontier_us = -1  # in the unknown pass: the first return of an unplaced known operation
+    entry, scan_pass = next_entry[0], _PASS_PURE
     for step in range(step_budget):
-        if entry == events.tail:
+        if entry == main_tail:
+            # Every known operation is placed; unplaced unknown ones never took effect.
             return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(furthest), step)
-        position = operation_of[entry]
-        if partner[entry]:
+        calls_left = scan_pass != _PASS_UNKNOWN or (
+            entry != unknown_tail and time_us[entry] <= frontier_us
+        )
+        if calls_left and partner[entry]:
+            position = operation_of[entry]
             twin = twin_before[position]
-            if greedy != pure[position] or (twin >= 0 and not linearized >> twin & 1):
+            if pass_of[position] != scan_pass or (twin >= 0 and not linearized >> twin & 1):
                 entry = next_entry[entry]
                 continue
-            legal, state_after = _step(operations[position], state)
-            candidate = (linearized | (1 << position), state_after)
-            if legal and candidate not in explored:
-                explored.add(candidate)
-                stack.append((entry, state, greedy))
-                order.append(position)
-                linearized, state = candidate
-                events.lift(entry)
-                entry, greedy = next_entry[0], True
+            operation = operations[position]
+            legal, state_after = _step(operation, state)
+            if not legal or _unnoticed(operation, state, state_after, prior):
+                entry = next_entry[entry]
                 continue
-            if not (legal and greedy):
+            candidate = (
+                linearized | (1 << position),
+                state_after,
+                state if unknown[position] else _NO_PRIOR,
+            )
+            if candidate not in explored and not (failures and failures.covers(*candidate)):
+                explored.add(candidate)
+                stack.append((entry, state, scan_pass, frontier_us))
+                order.append(position)
+                linearized, state, prior = candidate
+                events.lift(entry)
+                entry, scan_pass = next_entry[0], _PASS_PURE
+                continue
+            if scan_pass != _PASS_PURE:
                 entry = next_entry[entry]
                 continue
             # A pure operation fits now but leads only to dead ends: so does this configuration.
-        elif not known[position]:
-            # Every event before an unknown return is a call: all known operations are placed.
-            return _KeyOutcome(_Verdict.LINEARIZABLE, tuple(furthest), step)
-        elif greedy:
-            entry, greedy = next_entry[0], False
+        elif scan_pass == _PASS_PURE:
+            entry, scan_pass = next_entry[0], _PASS_KNOWN
             continue
-        if not partner[entry] and (return_us[position], len(order)) > furthest_reached:
-            furthest_reached = (return_us[position], len(order))
+        elif scan_pass == _PASS_KNOWN:
+            frontier_us = time_us[entry]
+            entry, scan_pass = next_entry[events.unknown_head], _PASS_UNKNOWN
+            continue
+        elif (frontier_us, len(order)) > furthest_reached:
+            furthest_reached = (frontier_us, len(order))
             furthest = order.copy()
-        # Backtrack. A greedy placement was never a choice, so its failure is its parent's too.
-        placed_greedily = True
-        while placed_greedily and stack:  # bounded: every turn pops
-            entry, state, placed_greedily = stack.pop()
+        # Backtrack. A pure placement was never a choice, so its failure is its parent's too.
+        popped_pass = _PASS_PURE
+        while popped_pass == _PASS_PURE and stack:  # bounded: every turn pops
+            if failures:
+                failures.add(linearized, state, prior)
+            entry, state, popped_pass, frontier_us = stack.pop()
             linearized ^= 1 << order.pop()
             events.unlift(entry)
-        if placed_greedily:
+            prior = stack[-1][1] if order and unknown[order[-1]] else _NO_PRIOR
+        if popped_pass == _PASS_PURE:
             return _KeyOutcome(_Verdict.VIOLATION, tuple(furthest), step)
-        entry, greedy = next_entry[entry], False
+        entry, scan_pass = next_entry[entry], popped_pass
     return _KeyOutcome(_Verdict.BUDGET_EXHAUSTED, tuple(furthest), step_budget)
+
+
+def _unnoticed(operation: Operation, state: object, state_after: object, prior: object) -> bool:
+    """Whether placing `operation` now would leave something unknown without an observer.
+
+    An unknown operation that changes nothing, or one followed by an operation that fits and
+    ends the same from the state before it (`prior`), can be left out of the linearization.
+    Some shortest linearization has neither, so the search need not build them.
+    """
+    if operation.return_us is None and state_after == state:
+        return True
+    if prior is _NO_PRIOR:
+        return False
+    legal_from_prior, after_from_prior = _step(operation, prior)
+    return legal_from_prior and after_from_prior == state_after
+
+
+class _Failures:
+    """Configurations proven to have no linearization, for subsumption.
+
+    A configuration that placed the same known operations and reached the same state, but
+    placed a superset of the unknown ones, has fewer options: unknown operations may stay out
+    forever. So does one that must find an observer for its last unknown operation, compared
+    with one that need not. Either fails if the other did. With many unknown operations this
+    keeps a search that must prove a violation from trying every subset of them everywhere.
+    """
+
+    def __init__(self, operations: Sequence[Operation]) -> None:
+        self._unknown_mask = sum(1 << p for p, op in enumerate(operations) if not op.known)
+        assert self._unknown_mask, "only worth it with unknown operations"
+        self._unknown_placed: dict[tuple[int, object, object], list[int]] = {}
+
+    def add(self, linearized: int, state: object, prior: object) -> None:
+        unknown = linearized & self._unknown_mask
+        key = (linearized & ~self._unknown_mask, state, prior)
+        kept = [old for old in self._unknown_placed.get(key, []) if unknown & ~old]
+        kept.append(unknown)
+        self._unknown_placed[key] = kept
+
+    def covers(self, linearized: int, state: object, prior: object) -> bool:
+        unknown = linearized & self._unknown_mask
+        known = linearized & ~self._unknown_mask
+        for restriction in (_NO_PRIOR, prior) if prior is not _NO_PRIOR else (_NO_PRIOR,):
+            placed = self._unknown_placed.get((known, state, restriction), ())
+            if any(not old & ~unknown for old in placed):
+                return True
+        return False
+
+
+def _pass_of(operation: Operation) -> int:
+    if _is_pure(operation):
+        return _PASS_PURE
+    return _PASS_KNOWN if operation.known else _PASS_UNKNOWN
 
 
 class _Unobserved:
@@ -389,8 +508,9 @@ def _explain(
         f"register then: {_show_state(state)}; "
         f"none of the operations called by {deadline_us}us fits next:"
     )
+    # Known operations first: they are the ones that must fit; unknown ones only might have.
     candidates = [p for p in remaining if operations[p].call_us <= deadline_us]
-    candidates.sort(key=lambda p: (operations[p].call_us, p))
+    candidates.sort(key=lambda p: (not operations[p].known, operations[p].call_us, p))
     for position in candidates[:_EXPLAIN_CANDIDATES_MAX]:
         reason = _why_not(operations[position], state)
         lines.append(f"  op {names[position]}: {operations[position]}  ({reason})")

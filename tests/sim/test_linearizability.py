@@ -9,6 +9,7 @@ histories that a real register produced, which must always pass and must fail on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from collections.abc import Sequence
 
@@ -315,6 +316,16 @@ def test_histories_of_a_real_register_are_always_linearizable(
     assert result.ok, result.explanation
 
 
+def test_contended_histories_with_many_unknown_outcomes_are_linearizable() -> None:
+    """Goal: no false alarms where the search works hardest. Method: 200 fixed seeds, 12
+    clients on 2 keys, a fifth of the outcomes unknown; every history must pass.
+    """
+    for seed in range(200):
+        history = generate_history(random.Random(seed), 100, 2, 12, unknown_fraction=0.2)
+        result = check_history(history)
+        assert result.ok, f"seed {seed}: {result.explanation}"
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     rng=st.randoms(use_true_random=False),
@@ -342,20 +353,25 @@ def test_a_read_corrupted_to_a_never_written_value_is_caught(
     assert f"op {index}:" in result.explanation
 
 
-def brute_force_linearizable(operations: Sequence[Operation], state: object = None) -> bool:
-    """Try every next operation that real time allows, with no memo and no reduction; unknown
-    operations may be left out.
+def reference_linearizable(operations: Sequence[Operation]) -> bool:
+    """Try every next operation that real time allows, remembering only which (operations
+    left, state) failed: no event list, no reductions. Unknown operations may be left out.
     """
-    if all(not op.known for op in operations):
-        return True
-    for index, op in enumerate(operations):
-        rest = [*operations[:index], *operations[index + 1 :]]
-        if any(other.return_us is not None and other.return_us < op.call_us for other in rest):
-            continue
-        legal, after = _apply(op, state)
-        if legal and brute_force_linearizable(rest, after):
+
+    @functools.cache
+    def completes(remaining: frozenset[int], state: object) -> bool:
+        if all(not operations[i].known for i in remaining):
             return True
-    return False
+        for i in sorted(remaining):
+            returns_us = (operations[j].return_us for j in remaining)
+            if any(r is not None and r < operations[i].call_us for r in returns_us):
+                continue  # some operation left returned before this one was called
+            legal, after = _apply(operations[i], state)
+            if legal and completes(remaining - {i}, after):
+                return True
+        return False
+
+    return completes(frozenset(range(len(operations))), None)
 
 
 def _apply(op: Operation, state: object) -> tuple[bool, object]:
@@ -393,12 +409,12 @@ def small_operations(draw: st.DrawFn) -> Operation:
     )
 
 
-@settings(max_examples=1_500, deadline=None)
-@given(st.lists(small_operations(), max_size=7))
-def test_checker_agrees_with_brute_force_on_small_histories(
+@settings(max_examples=1_000, deadline=None)
+@given(st.lists(small_operations(), max_size=12))
+def test_checker_agrees_with_a_reference_search_on_small_histories(
     operations: list[Operation],
 ) -> None:
     """Goal: the search, its memo and its reductions decide exactly like trying every order.
-    Method: random tiny histories over two values (so values repeat), every verdict compared.
+    Method: random small histories over two values (so values repeat), every verdict compared.
     """
-    assert check_history(operations).ok == brute_force_linearizable(operations)
+    assert check_history(operations).ok == reference_linearizable(operations)
