@@ -116,8 +116,8 @@ def _request_op(pb: rpc_pb2.RequestOp) -> kv.RequestOp:
         if chosen == name:
             op: kv.RequestOp = to_request(getattr(pb, name), cls)
             return op
-    # etcd refuses an operation with nothing set as a request without a key.
-    raise _invalid("etcdserver: key is not provided")
+    # etcd 3.4 answers an operation with nothing set this way (observed).
+    raise _invalid("etcdserver: key not found")
 
 
 def watch_create(pb: rpc_pb2.WatchCreateRequest) -> kv.WatchCreateRequest:

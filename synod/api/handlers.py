@@ -283,7 +283,9 @@ class Handlers:
         return members
 
     async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
-        return rpc_pb2.MemberListResponse(header=self.header(), members=self._members())
+        header = self.header()
+        header.revision = 0  # etcd's cluster RPCs carry no store revision
+        return rpc_pb2.MemberListResponse(header=header, members=self._members())
 
     async def member_add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
         raise api_errors.unimplemented("adding members")
@@ -321,12 +323,14 @@ class Handlers:
         )
 
     async def alarm(self, request: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        """Synod raises no alarms (no space quota, no corruption alarm yet): always none."""
-        return rpc_pb2.AlarmResponse(header=self.header())
+        """Synod raises no alarms (no space quota, no corruption alarm yet): always none,
+        and (as etcd 3.4 answers when there are none) without a header."""
+        return rpc_pb2.AlarmResponse()
 
     async def defragment(self, request: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
-        """Nothing to defragment: the store lives in memory, snapshots are rewritten whole."""
-        return rpc_pb2.DefragmentResponse(header=self.header())
+        """Nothing to defragment: the store lives in memory, snapshots are rewritten whole.
+        etcd 3.4 answers without a header."""
+        return rpc_pb2.DefragmentResponse()
 
     async def hash(self, request: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
         """crc32 of the store's canonical snapshot (equal stores give equal hashes)."""

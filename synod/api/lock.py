@@ -11,14 +11,17 @@ create revision.
   server opens a session on the lease for the call); a call that fails or is cancelled
   deletes the contender's key again.
 - Proclaim and Resign act only if the leader key still has the create revision the caller
-  won with; otherwise "election: not leader".
+  won with; a stale Proclaim fails with "election: not leader", a stale Resign does nothing.
+- As in etcd, whose services run through its own client, every error reaches the caller as
+  an Unknown status carrying the original message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from synod.api.errors import EtcdError, StatusCode
 from synod.api.handlers import Handlers
@@ -30,7 +33,26 @@ from synod.api.proto.v3lockpb import v3lock_pb2
 ELECTION_NOT_LEADER = "election: not leader"
 ELECTION_NO_LEADER = "election: no leader"
 SESSION_EXPIRED = "concurrency: session expired"
+LEADER_FIELD_MISSING = '"leader" field must be provided'
 KEEP_ALIVE_FRACTION = 3  # keep a waiting caller's lease alive every TTL/3
+
+T = TypeVar("T")
+
+
+async def _as_client(call: Awaitable[T]) -> T:
+    """etcd runs these services through its own client, so every error reaches the caller
+    as an Unknown status with the original message; so do ours."""
+    try:
+        return await call
+    except EtcdError as error:
+        if error.code is StatusCode.UNKNOWN:
+            raise
+        raise EtcdError(StatusCode.UNKNOWN, error.message) from error
+
+
+def _need_leader(present: bool) -> None:
+    if not present:
+        raise EtcdError(StatusCode.UNKNOWN, LEADER_FIELD_MISSING)
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -137,11 +159,12 @@ class _Contender:
 
 class LockService(_Contender):
     async def lock(self, request: v3lock_pb2.LockRequest) -> v3lock_pb2.LockResponse:
-        key, _ = await self.contend(request.name + b"/", request.lease, b"")
+        key, _ = await _as_client(self.contend(request.name + b"/", request.lease, b""))
         return v3lock_pb2.LockResponse(header=self.h.header(), key=key)
 
     async def unlock(self, request: v3lock_pb2.UnlockRequest) -> v3lock_pb2.UnlockResponse:
-        deleted = await self.h.delete_range(rpc_pb2.DeleteRangeRequest(key=request.key))
+        delete = rpc_pb2.DeleteRangeRequest(key=request.key)
+        deleted = await _as_client(self.h.delete_range(delete))
         return v3lock_pb2.UnlockResponse(header=deleted.header)
 
 
@@ -149,7 +172,8 @@ class ElectionService(_Contender):
     async def campaign(
         self, request: v3election_pb2.CampaignRequest
     ) -> v3election_pb2.CampaignResponse:
-        key, revision = await self.contend(request.name + b"/", request.lease, request.value)
+        contend = self.contend(request.name + b"/", request.lease, request.value)
+        key, revision = await _as_client(contend)
         leader = v3election_pb2.LeaderKey(
             name=request.name, key=key, rev=revision, lease=request.lease
         )
@@ -165,11 +189,14 @@ class ElectionService(_Contender):
     async def proclaim(
         self, request: v3election_pb2.ProclaimRequest
     ) -> v3election_pb2.ProclaimResponse:
+        _need_leader(request.HasField("leader"))
         put = rpc_pb2.PutRequest(key=request.leader.key, value=request.value, ignore_lease=True)
-        txn = await self.h.txn(
-            rpc_pb2.TxnRequest(
-                compare=[self._still_leader(request.leader)],
-                success=[rpc_pb2.RequestOp(request_put=put)],
+        txn = await _as_client(
+            self.h.txn(
+                rpc_pb2.TxnRequest(
+                    compare=[self._still_leader(request.leader)],
+                    success=[rpc_pb2.RequestOp(request_put=put)],
+                )
             )
         )
         if not txn.succeeded:
@@ -177,7 +204,7 @@ class ElectionService(_Contender):
         return v3election_pb2.ProclaimResponse(header=txn.header)
 
     async def leader(self, request: v3election_pb2.LeaderRequest) -> v3election_pb2.LeaderResponse:
-        oldest = await self.h.range(self._oldest(request.name + b"/"))
+        oldest = await _as_client(self.h.range(self._oldest(request.name + b"/")))
         if not oldest.kvs:
             raise EtcdError(StatusCode.UNKNOWN, ELECTION_NO_LEADER)
         return v3election_pb2.LeaderResponse(header=oldest.header, kv=oldest.kvs[0])
@@ -227,11 +254,14 @@ class ElectionService(_Contender):
             session.close()
 
     async def resign(self, request: v3election_pb2.ResignRequest) -> v3election_pb2.ResignResponse:
+        _need_leader(request.HasField("leader"))
         delete = rpc_pb2.DeleteRangeRequest(key=request.leader.key)
-        txn = await self.h.txn(
-            rpc_pb2.TxnRequest(
-                compare=[self._still_leader(request.leader)],
-                success=[rpc_pb2.RequestOp(request_delete_range=delete)],
+        txn = await _as_client(
+            self.h.txn(
+                rpc_pb2.TxnRequest(
+                    compare=[self._still_leader(request.leader)],
+                    success=[rpc_pb2.RequestOp(request_delete_range=delete)],
+                )
             )
         )
         return v3election_pb2.ResignResponse(header=txn.header)
