@@ -72,11 +72,13 @@ class ClientKnobs:
     think_us_max: int = 2_000
     retry_backoff_us_max: int = 5_000
     key_count: int = 3
+    wander_rate: float = 0.0
 
     def __post_init__(self) -> None:
         assert self.timeout_us >= 1
         assert self.latency_us_max >= 1
         assert self.key_count >= 1
+        assert 0.0 <= self.wander_rate <= 1.0
 
 
 @dataclass(slots=True)
@@ -147,6 +149,8 @@ class Client:
             return
         self._seq += 1
         request = self._draw_request()
+        if self._knobs.wander_rate and self._rng.random() < self._knobs.wander_rate:
+            self._target = self._rng.choice(self._members)
         deadline_us = self._loop.now_us + self._knobs.timeout_us
         current = _InFlight(request, deadline_us)
         self._current = current

@@ -53,11 +53,13 @@ class FaultKnobs:
     drift_fraction_max: float = 0.0
     drift_every_us: int = 0
     transfer_every_us: int = 0
+    leader_target_rate: float = 0.0
 
     def __post_init__(self) -> None:
         assert all(style in PARTITION_STYLES for style in self.partition_styles)
         assert 0.0 <= self.crash_during_save_probability < 1.0
         assert 0.0 <= self.drift_fraction_max < 0.5
+        assert 0.0 <= self.leader_target_rate <= 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ def draw_knobs(
         # Leadership transfer (TimeoutNow) is a disruption a careful operator causes.
         transfer_every_us = later_rng.choice((0, 0, 50_000, 300_000))
         faults = replace(faults, transfer_every_us=transfer_every_us)
+    if later_rng is not None:
+        faults = _draw_later_faults(later_rng, member_count, faults)
     clients = ClientKnobs(
         timeout_us=rng.choice((50_000, 150_000, 400_000)),
         latency_us_max=rng.choice((50, 300, 1_000)),
@@ -117,6 +121,11 @@ def draw_knobs(
     # The record-level model tears at record boundaries; the production WAL on a simulated
     # disk tears bytes, flips bits and loses directory entries. Both are worth a share.
     storage = rng.choice(STORAGE_KINDS)
+    if later_rng is not None:
+        # Clients that talk to any member (not only the leader they last heard of) are the
+        # ones that meet a deposed leader still serving; more clients mean more overlap.
+        clients = replace(clients, wander_rate=later_rng.choice((0.0, 0.2, 0.5)))
+        client_count = max(client_count, later_rng.choice((1, 3, 6)))
     return Knobs(profile, config, network, faults, clients, client_count, storage)
 
 
@@ -192,11 +201,31 @@ def _draw_faults(rng: random.Random, member_count: int, enabled: frozenset[str])
     return FaultKnobs(**values)  # type: ignore[arg-type]
 
 
+def _draw_later_faults(rng: random.Random, member_count: int, faults: FaultKnobs) -> FaultKnobs:
+    """Knobs added later, drawn from their own stream (see `draw_knobs`).
+
+    Faults aimed at the leader find the bugs that matter most: a deposed leader that still
+    serves reads, a value only the leader holds when its followers lose their copies. Torn
+    saves that strike often and members that come back at once make a lost acknowledgement
+    (a reply sent before its persist) meet the election that would expose it.
+    """
+    if member_count == 1:
+        return faults
+    changes: dict[str, object] = {"leader_target_rate": rng.choice((0.0, 0.5, 0.9))}
+    if faults.crash_during_save_probability > 0:
+        changes["crash_during_save_probability"] = rng.choice(
+            (faults.crash_during_save_probability, 0.1, 0.2)
+        )
+        changes["down_us_max"] = rng.choice((faults.down_us_max, 2_000))
+    return replace(faults, **changes)  # type: ignore[arg-type]
+
+
 class Cluster(Protocol):
     """What the scheduler may do to the members."""
 
     def member_ids(self) -> Sequence[NodeId]: ...
     def is_up(self, member: NodeId) -> bool: ...
+    def leader_id(self) -> NodeId | None: ...
     def crash(self, member: NodeId, reason: str) -> None: ...
     def compact(self, member: NodeId) -> None: ...
     def redraw_tick(self, member: NodeId) -> None: ...
@@ -214,10 +243,12 @@ class FaultScheduler:
         cluster: Cluster,
         knobs: FaultKnobs,
         transfer_rng: random.Random | None = None,
+        leader_rng: random.Random | None = None,
     ) -> None:
         self._loop = loop
         self._rng = rng
         self._transfer_rng = transfer_rng or rng
+        self._leader_rng = leader_rng or rng
         self._network = network
         self._cluster = cluster
         self._knobs = knobs
@@ -259,10 +290,22 @@ class FaultScheduler:
 
     # -- partitions -------------------------------------------------------------------------
 
+    def _aim_at_leader(self) -> NodeId | None:
+        """The leader, when this fault should strike it (drawn at `leader_target_rate`)."""
+        rate = self._knobs.leader_target_rate
+        if rate == 0.0 or self._leader_rng.random() >= rate:
+            return None
+        return self._cluster.leader_id()
+
     def _partition(self) -> None:
         style = self._rng.choice(self._knobs.partition_styles)
         members = list(self._members)
         self._rng.shuffle(members)
+        leader = self._aim_at_leader()
+        if leader is not None:
+            # The leader is the isolated member, the one-way victim, or on the smaller side.
+            members.remove(leader)
+            members.insert(0, leader)
         if style == "isolate":
             self._network.cut_between(members[:1], members[1:])
         elif style == "one-way":
@@ -295,6 +338,11 @@ class FaultScheduler:
 
     def _clog(self) -> None:
         source, destination = self._rng.sample(self._members, 2)
+        leader = self._aim_at_leader()
+        if leader is not None and leader != destination:
+            source = leader
+        elif leader is not None:
+            source, destination = leader, source
         until_us = self._loop.now_us + self._rng.randint(1, self._knobs.clog_us_max)
         self._network.clog(source, destination, until_us)
         self.count("clog")
@@ -308,6 +356,9 @@ class FaultScheduler:
         if not up or down_count >= self._knobs.crashed_members_max:
             return
         victim = self._rng.choice(up)
+        leader = self._aim_at_leader()
+        if leader is not None and leader in up:
+            victim = leader
         self.count("crash")
         self._cluster.crash(victim, "crash fault")
 

@@ -131,6 +131,7 @@ class World:
             self,
             self.knobs.faults,
             self.streams.stream("faults-transfer"),
+            self.streams.stream("faults-leader"),
         )
         self.clients = [
             Client(
@@ -397,12 +398,21 @@ class World:
             self._restart(member_id)
         self.loop.schedule(LIVENESS_CHECK_EVERY_US, "liveness check", self._liveness_check)
 
+    def leader_id(self) -> NodeId | None:
+        leader = self._leader()
+        return None if leader is None else leader.node_id
+
     def _leader(self) -> Member | None:
+        """The member leading the highest ballot (a deposed leader may not know it yet)."""
+        best: Member | None = None
         for member_id in self.ids:
             member = self.members[member_id]
-            if member.node is not None and member.node.role is Role.LEADER:
-                return member
-        return None
+            node = member.node
+            if node is None or node.role is not Role.LEADER:
+                continue
+            if best is None or (best.node is not None and node.ballot > best.node.ballot):
+                best = member
+        return best
 
     def _liveness_check(self) -> None:
         assert self._healed_us is not None
