@@ -319,13 +319,15 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
         elif scan_pass == _PASS_PURE:
             entry, scan_pass = next_entry[0], _PASS_KNOWN
             continue
-        elif scan_pass == _PASS_KNOWN:
-            frontier_us = time_us[entry]
-            entry, scan_pass = next_entry[events.unknown_head], _PASS_UNKNOWN
-            continue
-        elif (frontier_us, len(order)) > furthest_reached:
-            furthest_reached = (frontier_us, len(order))
-            furthest = order.copy()
+        else:
+            if scan_pass == _PASS_KNOWN:
+                frontier_us = time_us[entry]
+                entry, scan_pass = next_entry[events.unknown_head], _PASS_UNKNOWN
+                if entry != unknown_tail and time_us[entry] <= frontier_us:
+                    continue
+            if (frontier_us, len(order)) > furthest_reached:
+                furthest_reached = (frontier_us, len(order))
+                furthest = order.copy()
         # Backtrack. A pure placement was never a choice, so its failure is its parent's too.
         popped_pass = _PASS_PURE
         while popped_pass == _PASS_PURE and stack:  # bounded: every turn pops
