@@ -319,9 +319,9 @@ async def start_grpc(handlers: Handlers, address: str) -> aio.Server:
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
-        raise BindError(f"cannot listen on {address}: {error}") from error
+        raise BindError(f"{error} (is the port in use?)") from error
     if port == 0:
-        raise BindError(f"cannot listen on {address}")
+        raise BindError(f"cannot bind {address} (is the port in use?)")
     await server.start()
     log.info("etcd gRPC API on %s", address)
     return server

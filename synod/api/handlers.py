@@ -197,11 +197,11 @@ class Handlers:
     async def _read_txn(self, request: kv.TxnRequest) -> object:
         """A txn that cannot write, served from the local store after a barrier. Applying it
         locally changes nothing: the store moves its revision only when a key changes."""
+        # etcd's isTxnSerializable: every top-level op a serializable range.
         serializable = all(
-            op.serializable
+            isinstance(op, kv.RangeRequest) and op.serializable
             for op in (*request.success, *request.failure)
-            if isinstance(op, kv.RangeRequest)
-        ) and bool(request.success or request.failure)
+        )
         await self._barrier(serializable)
         store = self.service.store
         revision = store.revision

@@ -207,3 +207,24 @@ def test_member_list_endpoint_status_and_health(etcdctl: Etcdctl) -> None:
 
 def test_lock_runs_a_command_while_held(etcdctl: Etcdctl) -> None:
     assert etcdctl.out("lock", "/ctl/lock", "--", "echo", "held") == "held\n"
+
+
+def test_snapshot_save_move_leader_and_compaction(
+    etcdctl: Etcdctl, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("snap") / "snap.db"
+    single = Etcdctl(etcdctl.endpoints[:1])
+    saved = single.run("snapshot", "save", str(path))
+    assert f"Snapshot saved at {path}" in saved.stdout + saved.stderr
+    assert path.stat().st_size > 32
+    status = json.loads(etcdctl.out("endpoint", "status", "-w", "json"))
+    leader = next(e for e in status if e["Status"]["leader"] == e["Status"]["header"]["member_id"])
+    target = next(entry for entry in status if entry is not leader)
+    moved = Etcdctl([leader["Endpoint"]]).out(
+        "move-leader", f"{target['Status']['header']['member_id']:x}"
+    )
+    assert moved.startswith("Leadership transferred from ")
+    revision = json.loads(etcdctl.out("put", "/ctl/c", "1", "-w", "json"))["header"]["revision"]
+    assert etcdctl.out("compaction", str(revision)) == f"compacted revision {revision}\n"
+    old = etcdctl.run("get", "/ctl/c", f"--rev={revision - 1}", check=False)
+    assert "Error: etcdserver: mvcc: required revision has been compacted" in old.stderr

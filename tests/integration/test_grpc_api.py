@@ -654,6 +654,12 @@ def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_
     cluster: Cluster,
 ) -> None:
     """Runs last: it leaves one member of three."""
+    cluster.wait_leader()
+    written = put(cluster, 0, b"/nl/before", b"v").header.revision
+    deadline = time.monotonic() + 10
+    while get(cluster, 0, b"/nl/before", serializable=True).header.revision < written:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     for index in cluster.live():
         if index != 0:
             cluster.kill(index)
@@ -669,7 +675,7 @@ def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_
     expect_error(
         lambda: put(cluster, 0, b"/nl", b"v"), grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
     )
-    assert get(cluster, 0, b"/fail/last", serializable=True).count == 1
+    assert get(cluster, 0, b"/nl/before", serializable=True).count == 1
     with pytest.raises(grpc.RpcError) as ended:
         for _ in watch:
             pass
