@@ -22,9 +22,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from synod.api.handlers import Handlers
+    from synod.api.metrics import SynodMetrics
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +293,66 @@ async def start_front_door(
     door = FrontDoor(grpc_target, app, first_bytes_timeout)
     await door._start(listen)
     return door
+
+
+class EtcdClientPort:
+    """Everything that serves etcd clients on one listen address: the front door, the
+    internal grpc.aio server behind it and the JSON gateway in front of the handlers.
+    `stop(grace)` matches synod.server.main's ClientDoor."""
+
+    def __init__(self, door: FrontDoor, grpc_server: Any) -> None:
+        self.door = door
+        self.grpc_server = grpc_server
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.door.address
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.door.close()
+        await self.grpc_server.stop(grace)
+
+
+async def start_etcd_client_port(
+    handlers: Handlers,
+    listen: tuple[str, int],
+    metrics: SynodMetrics | None = None,
+    *,
+    grpc_address: str = "127.0.0.1:0",
+) -> EtcdClientPort:
+    """The etcd API of a member on `listen`: gRPC and the JSON gateway on one port.
+
+    gRPC is served by synod.api.grpc_server's servicers on `grpc_address` (an ephemeral
+    loopback port by default, or `unix:/path`), reached only through the front door.
+    """
+    from synod.api.gateway import VersionInfo, build_gateway
+    from synod.api.grpc_server import BindError, add_servicers, build_server
+    from synod.api.handlers import ETCD_CLUSTER_VERSION, ETCD_VERSION
+    from synod.api.lock import ElectionService, LockService
+
+    server = build_server()
+    add_servicers(server, handlers)
+    try:
+        port = server.add_insecure_port(grpc_address)
+    except RuntimeError as error:
+        raise BindError(f"cannot listen on {grpc_address}: {error}") from error
+    if port == 0:
+        raise BindError(f"cannot listen on {grpc_address}")
+    target = grpc_address if grpc_address.startswith("unix:") else f"127.0.0.1:{port}"
+    await server.start()
+    member = handlers.member
+    app = build_gateway(
+        handlers,
+        VersionInfo(ETCD_VERSION, ETCD_CLUSTER_VERSION),
+        metrics,
+        lock=LockService(handlers),
+        election=ElectionService(handlers),
+        has_leader=lambda: member.leader_id is not None,
+    )
+    try:
+        door = await start_front_door(listen, target, app)
+    except BaseException:
+        await server.stop(None)
+        raise
+    log.info("etcd API (gRPC and JSON gateway) on %s:%d", *door.address)
+    return EtcdClientPort(door, server)
