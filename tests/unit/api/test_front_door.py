@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -269,5 +270,94 @@ def test_close_releases_port_and_connections() -> None:
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind(("127.0.0.1", port))
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- real handlers
+
+
+def test_real_member_behind_one_port(tmp_path: Path) -> None:
+    """A one-member cluster with the real Handlers: etcd gRPC stubs and the JSON gateway
+    on the same port see the same store; /health, /version and /metrics answer."""
+    from synod.api.front_door import start_etcd_client_port
+    from synod.api.handlers import Handlers
+    from synod.api.metrics import SynodMetrics, member_sampler
+    from synod.paxos.config import Config as CoreConfig
+    from synod.server.config import ServerConfig, Url, parse_initial_cluster
+    from synod.server.kv_service import KvService
+    from synod.server.member import Member
+
+    async def main() -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            peer_port = probe.getsockname()[1]
+        cluster = parse_initial_cluster(f"m0=http://127.0.0.1:{peer_port}", "t")
+        config = ServerConfig(
+            name="m0",
+            data_dir=str(tmp_path / "m0"),
+            listen_client_urls=(Url("http", "127.0.0.1", 1),),
+            advertise_client_urls=(Url("http", "127.0.0.1", 1),),
+            listen_peer_url=cluster[0].peer_url,
+            initial_cluster=cluster,
+            initial_cluster_token="t",
+            tick_ms=20,
+            core=CoreConfig(heartbeat_ticks=1, election_ticks=10),
+        )
+        service = KvService(election_timeout_ms=200)
+        member = Member(config, service)
+        await member.start()
+        metrics = SynodMetrics(member_sampler(member, service))
+        port = await start_etcd_client_port(
+            Handlers(member, service, config), ("127.0.0.1", 0), metrics
+        )
+        endpoint = f"127.0.0.1:{port.address[1]}"
+        base = f"http://{endpoint}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(200):
+                    async with session.get(base + "/health") as reply:
+                        if reply.status == 200:
+                            break
+                    await asyncio.sleep(0.05)
+                assert reply.status == 200
+                async with aio.insecure_channel(endpoint) as channel:
+                    kv = rpc_pb2_grpc.KVStub(channel)
+                    put = await kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=5)
+                watch_body = b'{"create_request":{"key":"aw=="}}'  # "k"
+                async with session.post(base + "/v3/watch", data=watch_body) as watch:
+                    created = json.loads(await asyncio.wait_for(watch.content.readline(), 5))
+                    assert created["result"]["created"] is True
+                    async with session.post(
+                        base + "/v3/kv/put", data=b'{"key":"aw==","value":"dzI="}'
+                    ) as reply:
+                        second = await reply.json()
+                    event = json.loads(await asyncio.wait_for(watch.content.readline(), 5))
+                    kv_json = event["result"]["events"][0]["kv"]
+                    assert kv_json["value"] == "dzI=" and kv_json["version"] == "2"
+                    assert kv_json["mod_revision"] == second["header"]["revision"]
+                    assert int(kv_json["create_revision"]) == put.header.revision
+                async with session.post(base + "/v3/kv/range", data=b'{"key":"aw=="}') as reply:
+                    body = await reply.json()
+                    assert body["kvs"][0]["value"] == "dzI=" and body["count"] == "1"
+                async with session.post(base + "/v3/lease/keepalive", data=b'{"ID":"5"}') as r:
+                    assert r.status == 200 and "TTL" not in (await r.json())["result"]
+                async with session.post(base + "/v3/lease/grant", data=b'{"TTL":5}') as r:
+                    lease = (await r.json())["ID"]
+                async with session.post(
+                    base + "/v3/lock/lock", data=json.dumps({"name": "bA==", "lease": lease})
+                ) as r:
+                    assert r.status == 200 and (await r.json())["key"]
+                async with session.get(base + "/version") as reply:
+                    assert (await reply.json())["etcdcluster"] == "3.4.0"
+                async with session.get(base + "/metrics") as reply:
+                    text = await reply.text()
+                assert "etcd_server_has_leader 1.0" in text
+                assert "etcd_server_is_leader 1.0" in text
+                assert "etcd_debugging_mvcc_keys_total 2.0" in text  # k and the lock key
+                assert "synod_commit_slot" in text and "etcd_debugging_mvcc_watcher_total" in text
+        finally:
+            await port.stop(None)
+            await member.stop()
 
     asyncio.run(main())

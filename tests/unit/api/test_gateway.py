@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from synod.api import json_mapping as jm
 from synod.api.errors import EtcdError, StatusCode
 from synod.api.gateway import VersionInfo, build_gateway
-from synod.api.metrics import SynodMetrics
+from synod.api.metrics import MemberSample, PeerSample, SynodMetrics
 from synod.api.proto.etcdserverpb import rpc_pb2
 from synod.api.proto.mvccpb import kv_pb2
 
@@ -364,7 +365,7 @@ async def post(
     client: TestClient[Any, Any], path: str, body: Any = None, raw: bytes | None = None
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
     data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
-    response = await client.post(path, data=data)
+    response = await client.post(path, data=io.BytesIO(data) if len(data) > 65536 else data)
     text = await response.text()
     return response.status, json.loads(text) if text else None, response
 
@@ -890,3 +891,85 @@ def test_event_type_and_int64() -> None:
     event = kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=b"\x00\xff", lease=-1))
     assert jm.message_dict(event) == {"type": "DELETE", "kv": {"key": "AP8=", "lease": "-1"}}
     assert jm.parse_request(b'{"key":"AP8=","lease":-1}', kv_pb2.KeyValue()).lease == -1
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def sample(**changes: Any) -> MemberSample:
+    values: dict[str, Any] = {
+        "member_id": 0xABC,
+        "leader_id": 0xABC,
+        "is_leader": True,
+        "ballot_round": 7,
+        "commit_slot": 120,
+        "applied_slot": 118,
+        "last_slot": 125,
+        "leader_changes": 2,
+        "proposals_received": 50,
+        "proposals_failed": 1,
+        "proposals_pending": 5,
+        "bytes_received": 1000,
+        "bytes_sent": 2000,
+        "watchers": 3,
+        "leases": 4,
+        "keys": 9,
+        "db_size_bytes": 4096,
+        "peers": (
+            PeerSample(peer_id=0xB, connected=True, lag_slots=0, round_trip_seconds=0.001),
+            PeerSample(peer_id=0xC, connected=False, lag_slots=40),
+        ),
+    }
+    values.update(changes)
+    return MemberSample(**values)
+
+
+def test_metrics_from_sample_and_events() -> None:
+    metrics = SynodMetrics(lambda: sample(), process=False)
+    metrics.observe_fsync(0.003)
+    metrics.observe_proposal(0.0005)
+    metrics.observe_apply(0.00002)
+    metrics.observe_snapshot_save(0.2)
+    metrics.observe_snapshot_install(1.5)
+    v = metrics.value
+    assert v("etcd_server_has_leader") == 1 and v("etcd_server_is_leader") == 1
+    assert v("etcd_server_leader_changes_seen_total") == 2
+    assert v("etcd_server_proposals_committed_total") == 120
+    assert v("etcd_server_proposals_applied_total") == 118
+    assert v("etcd_server_proposals_pending") == 5
+    assert v("etcd_server_proposals_failed_total") == 1
+    assert v("synod_proposals_received_total") == 50
+    assert v("synod_ballot_round") == 7 and v("synod_apply_lag_slots") == 2
+    assert v("synod_peer_lag_slots", {"peer": "c"}) == 40
+    assert v("synod_peer_connected", {"peer": "b"}) == 1
+    assert v("synod_peer_round_trip_seconds", {"peer": "b"}) == 0.001
+    assert v("synod_peer_round_trip_seconds", {"peer": "c"}) is None
+    assert v("etcd_debugging_mvcc_keys_total") == 9
+    assert v("etcd_debugging_mvcc_watcher_total") == 3
+    assert v("etcd_mvcc_db_total_size_in_bytes") == 4096
+    assert v("etcd_server_id", {"server_id": "abc"}) == 1
+    assert v("etcd_disk_wal_fsync_duration_seconds_count") == 1
+    assert v("etcd_disk_wal_fsync_duration_seconds_bucket", {"le": "0.004"}) == 1
+    assert v("synod_snapshot_install_duration_seconds_count") == 1
+    body, content_type = metrics.render()
+    assert content_type.startswith("text/plain")
+    assert b"# TYPE etcd_server_leader_changes_seen_total counter" in body
+
+
+def test_metrics_registries_are_separate_and_robust() -> None:
+    leaderless = SynodMetrics(lambda: sample(leader_id=0, is_leader=False, keys=None))
+    other = SynodMetrics()  # same names, its own registry: no collision
+    leaderless.observe_fsync(0.1)
+    assert other.value("etcd_disk_wal_fsync_duration_seconds_count") == 0
+    assert other.value("etcd_server_has_leader") is None  # no sampler: no member state
+    assert leaderless.value("etcd_server_has_leader") == 0
+    assert leaderless.value("etcd_debugging_mvcc_keys_total") is None
+    assert b"process_cpu_seconds_total" in leaderless.render()[0]
+
+    def broken() -> MemberSample:
+        raise RuntimeError("member gone")
+
+    other.set_sampler(broken)
+    body, _ = other.render()  # a failing sampler leaves the rest of the page intact
+    assert b"etcd_disk_wal_fsync_duration_seconds" in body
+    assert b"etcd_server_has_leader" not in body
