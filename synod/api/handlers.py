@@ -51,6 +51,7 @@ SNAPSHOT_CHUNK_BYTES = 32 * 1024
 SNAPSHOT_PAGE_BYTES = 512
 WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
 TRANSFER_POLL_S = 0.02
+DB_SIZE_REFRESH_S = 10.0
 
 T = TypeVar("T")
 
@@ -100,6 +101,7 @@ class Handlers:
         self.config = config
         self._client_urls = dict(config.client_urls_of)
         self._client_urls[config.name] = tuple(str(u) for u in config.advertise_client_urls)
+        self._db_size_at: tuple[float, int] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -307,9 +309,17 @@ class Handlers:
 
     # ------------------------------------------------------------------ maintenance
 
+    def _db_size(self) -> int:
+        """The snapshot's size, recomputed at most every DB_SIZE_REFRESH_S: serializing a
+        large store blocks the event loop, and Status may be polled by monitoring."""
+        now = time.monotonic()
+        if self._db_size_at is None or now - self._db_size_at[0] >= DB_SIZE_REFRESH_S:
+            self._db_size_at = (now, len(self.service.store.snapshot()))
+        return self._db_size_at[1]
+
     async def status(self, request: rpc_pb2.StatusRequest) -> rpc_pb2.StatusResponse:
         node = self.member.node
-        db_size = len(self.service.store.snapshot())
+        db_size = self._db_size()
         return rpc_pb2.StatusResponse(
             header=self.header(),
             version=ETCD_VERSION,
