@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -171,7 +172,7 @@ def test_big_messages_both_ways(uv: bool) -> None:
         body = b'{"x":"' + b"y" * (5 << 20) + b'"}'
         async with (
             aiohttp.ClientSession() as session,
-            session.post(f"http://{endpoint}/echo", data=body) as reply,
+            session.post(f"http://{endpoint}/echo", data=io.BytesIO(body)) as reply,
         ):
             assert reply.status == 200 and await reply.read() == body
 
