@@ -25,7 +25,9 @@ PORT_MAX = 65535
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synod", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="synod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from synod.server.main import add_serve_arguments
     from synod.sim.cli import add_sim_parser

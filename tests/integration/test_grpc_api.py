@@ -12,6 +12,7 @@ killed member catching up after restart). The tests share one cluster and run in
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import socket
@@ -681,3 +682,63 @@ def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_
             pass
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert ended.value.details() == "etcdserver: no leader"
+
+
+def _free_base_port() -> int:
+    """A base port whose `synod up` layout (base, +20000, +30000; peers +1) is free now."""
+    for candidate in range(10000 + os.getpid() % 5000, 25000, 97):
+        ports = [candidate + offset + peer for offset in (0, 20000, 30000) for peer in (0, 1)]
+        sockets = []
+        try:
+            for port in ports:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return candidate
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise AssertionError("no free port layout for synod up")
+
+
+def test_synod_up_starts_a_cluster_reports_ready_and_stops_on_sigint(tmp_path: Path) -> None:
+    base = _free_base_port()
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "synod.cli",
+            "up",
+            "--base-port",
+            str(base),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        lines = [up.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith(f"synod1: client http://127.0.0.1:{base} ")
+        assert lines[3].startswith("ready: leader "), lines
+        channel = grpc.insecure_channel(f"127.0.0.1:{base + 20000}")
+        listed = rpc_pb2_grpc.ClusterStub(channel).MemberList(
+            rpc_pb2.MemberListRequest(), timeout=TIMEOUT_S
+        )
+        channel.close()
+        assert sorted(m.name for m in listed.members) == ["synod1", "synod2", "synod3"]
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=20) == 0
+        assert up.stdout.read().strip().endswith("stopped")
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)  # `synod up` stops its children; a kill would not
+            try:
+                up.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait()
