@@ -388,7 +388,13 @@ class Gateway:
     async def watch(self, request: web.Request) -> web.StreamResponse:
         """A watch stream: the body is one or more WatchRequests (JSON documents), the
         response one WatchResponse per chunk until the client goes away."""
-        session = self.h.open_watch()
+        try:
+            session = self.h.open_watch()
+        except Exception as failure:
+            error = _as_etcd_error(failure)
+            return _json_response(
+                jm.stream_error_chunk(error.code, error.message), jm.http_status(error.code)
+            )
         feeder = asyncio.create_task(self._feed_watch(request, session))
         try:
             return await self._stream(request, session.responses(), feeder)
@@ -401,13 +407,29 @@ class Gateway:
     async def _feed_watch(self, request: web.Request, session: WatchSession) -> None:
         decoder = _RequestDecoder()
         content = request.content
+        handled = 0
         while True:
             data = await content.readany()
             eof = not data
-            if data:
-                decoder.feed(data)
-            for value in decoder.documents(eof):
-                await session.handle(jm.parse_value(value, rpc_pb2.WatchRequest()))
+            try:
+                if data:
+                    decoder.feed(data)
+                values = decoder.documents(eof)
+            except jm.BadRequestBody:
+                # etcd's gateway fails the call only when the first request cannot be
+                # decoded; a later one just ends the reading of requests
+                if handled == 0:
+                    raise
+                return
+            for value in values:
+                try:
+                    watch_request = jm.parse_value(value, rpc_pb2.WatchRequest())
+                except jm.BadRequestBody:
+                    if handled == 0:
+                        raise
+                    return
+                await session.handle(watch_request)
+                handled += 1
             if eof:
                 return  # a half-closed watch keeps streaming, as etcd's does
 
@@ -431,13 +453,19 @@ class Gateway:
                 done, _ = await asyncio.wait(
                     waiting, timeout=DISCONNECT_POLL_S, return_when=asyncio.FIRST_COMPLETED
                 )
-                if side is not None and side in done and out is None:
+                if side is not None and side in done and side.exception() is not None:
                     failure = side.exception()
+                    assert failure is not None
                     if isinstance(failure, jm.BadRequestBody):
+                        # the first request could not be decoded: code 2, HTTP 500 (etcd)
                         return _error_response(jm.UNKNOWN, failure.message)
-                    if failure is not None:
+                    else:  # the handlers refused a request: the stream ends with it
                         error = _as_etcd_error(failure)
-                        return _error_response(jm.UNKNOWN, error.message)
+                        chunk = jm.stream_error_chunk(error.code, error.message)
+                        if out is None:
+                            return _json_response(chunk, jm.http_status(error.code))
+                        await out.write(chunk)
+                        break
                 if pending in done:
                     try:
                         message = pending.result()

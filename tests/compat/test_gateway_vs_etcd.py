@@ -304,3 +304,22 @@ def test_plain_gets_and_cluster(etcd_url: str, tmp_path: Path) -> None:
         await both.same_shape("/v3/maintenance/hash", {})
 
     run_against_both(etcd_url, tmp_path, scenario)
+
+
+def test_watch_bodies(etcd_url: str, tmp_path: Path) -> None:
+    async def scenario(both: Pair) -> None:
+        for name, url in both.urls.items():
+            async with both.session.post(
+                url + "/v3/watch", data=b'{"create_request":{"key":"YQ=="'
+            ) as reply:
+                assert reply.status == 500, name
+                body = await reply.json()
+                assert body["code"] == 2 and set(body) == {"error", "message", "code"}, name
+            async with both.session.post(
+                url + "/v3/watch", data=b'{"create_request":{"key":"YQ=="}} {"create_req'
+            ) as reply:
+                assert reply.status == 200, name
+                first = json.loads(await asyncio.wait_for(reply.content.readline(), 5))
+                assert first["result"]["created"] is True, name
+
+    run_against_both(etcd_url, tmp_path, scenario)

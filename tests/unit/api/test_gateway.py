@@ -973,3 +973,45 @@ def test_metrics_registries_are_separate_and_robust() -> None:
     body, _ = other.render()  # a failing sampler leaves the rest of the page intact
     assert b"etcd_disk_wal_fsync_duration_seconds" in body
     assert b"etcd_server_has_leader" not in body
+
+
+def test_watch_refusals() -> None:
+    class Refusing(FakeHandlers):
+        def open_watch(self) -> FakeWatch:
+            if len(self.watches) >= 1:
+                raise EtcdError(StatusCode.RESOURCE_EXHAUSTED, "too many watch streams")
+            watch = super().open_watch()
+            original = watch.handle
+
+            async def handle(request: rpc_pb2.WatchRequest) -> None:
+                if request.create_request.key == b"bad":
+                    raise EtcdError(StatusCode.INVALID_ARGUMENT, "bad watch")
+                await original(request)
+
+            watch.handle = handle  # type: ignore[method-assign]
+            return watch
+
+    async def scenario(client: TestClient[Any, Any], fake: FakeHandlers) -> None:
+        body = b'{"create_request":{"key":"YmFk"}}'  # "bad"
+        response = await client.post("/v3/watch", data=body)
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == "bad watch"
+        assert fake.watches[0].closed
+        response = await client.post("/v3/watch", data=b'{"create_request":{"key":"YQ=="}}')
+        assert response.status == 429
+        assert (await response.json())["error"]["grpc_code"] == 8
+
+    run(scenario, Refusing())
+
+
+def test_watch_garbage_after_first_request_keeps_stream() -> None:
+    async def scenario(client: TestClient[Any, Any], fake: FakeHandlers) -> None:
+        body = b'{"create_request":{"key":"YQ=="}} {"create_req'
+        response = await client.post("/v3/watch", data=body)
+        assert response.status == 200
+        assert (await read_chunk(response))["result"]["created"] is True
+        await post(client, "/v3/kv/put", {"key": "YQ==", "value": "MQ=="})
+        assert (await read_chunk(response))["result"]["events"][0]["kv"]["value"] == "MQ=="
+        response.close()
+
+    run(scenario)
