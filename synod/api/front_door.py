@@ -300,9 +300,10 @@ class EtcdClientPort:
     internal grpc.aio server behind it and the JSON gateway in front of the handlers.
     `stop(grace)` matches synod.server.main's ClientDoor."""
 
-    def __init__(self, door: FrontDoor, grpc_server: Any) -> None:
+    def __init__(self, door: FrontDoor, grpc_server: Any, metrics: SynodMetrics) -> None:
         self.door = door
         self.grpc_server = grpc_server
+        self.metrics = metrics
 
     @property
     def address(self) -> tuple[str, int]:
@@ -315,20 +316,30 @@ class EtcdClientPort:
 
 async def start_etcd_client_port(
     handlers: Handlers,
-    listen: tuple[str, int],
+    listen: tuple[str, int] | str,
     metrics: SynodMetrics | None = None,
     *,
     grpc_address: str = "127.0.0.1:0",
 ) -> EtcdClientPort:
-    """The etcd API of a member on `listen`: gRPC and the JSON gateway on one port.
+    """The etcd API of a member on `listen` ((host, port) or "host:port"): gRPC and the
+    JSON gateway on one port.
 
     gRPC is served by synod.api.grpc_server's servicers on `grpc_address` (an ephemeral
     loopback port by default, or `unix:/path`), reached only through the front door.
+    `metrics` is the member's SynodMetrics (one per member, shared by its ports); without
+    it one is made from the handlers' member and KV service (`.metrics` of the result).
     """
     from synod.api.gateway import VersionInfo, build_gateway
     from synod.api.grpc_server import BindError, add_servicers, build_server
     from synod.api.handlers import ETCD_CLUSTER_VERSION, ETCD_VERSION
     from synod.api.lock import ElectionService, LockService
+    from synod.api.metrics import SynodMetrics, member_sampler
+
+    if isinstance(listen, str):
+        host, _, port_text = listen.rpartition(":")
+        listen = (host.strip("[]"), int(port_text))
+    if metrics is None:
+        metrics = SynodMetrics(member_sampler(handlers.member, handlers.service))
 
     server = build_server()
     add_servicers(server, handlers)
@@ -338,7 +349,10 @@ async def start_etcd_client_port(
         raise BindError(f"cannot listen on {grpc_address}: {error}") from error
     if port == 0:
         raise BindError(f"cannot listen on {grpc_address}")
-    target = grpc_address if grpc_address.startswith("unix:") else f"127.0.0.1:{port}"
+    if grpc_address.startswith("unix:"):
+        target = grpc_address
+    else:
+        target = f"{grpc_address.rpartition(':')[0] or '127.0.0.1'}:{port}"
     await server.start()
     member = handlers.member
     app = build_gateway(
@@ -355,4 +369,4 @@ async def start_etcd_client_port(
         await server.stop(None)
         raise
     log.info("etcd API (gRPC and JSON gateway) on %s:%d", *door.address)
-    return EtcdClientPort(door, server)
+    return EtcdClientPort(door, server, metrics)
