@@ -311,7 +311,7 @@ def test_real_member_behind_one_port(tmp_path: Path) -> None:
         metrics = SynodMetrics(member_sampler(member, service))
         handlers = Handlers(member, service, config)
         port = await start_etcd_client_port(handlers, ("127.0.0.1", 0), metrics)
-        second = await start_etcd_client_port(handlers, "127.0.0.1:0")  # own metrics
+        port2 = await start_etcd_client_port(handlers, "127.0.0.1:0")  # own metrics
         endpoint = f"127.0.0.1:{port.address[1]}"
         base = f"http://{endpoint}"
         try:
@@ -357,14 +357,14 @@ def test_real_member_behind_one_port(tmp_path: Path) -> None:
                 assert "etcd_server_is_leader 1.0" in text
                 assert "etcd_debugging_mvcc_keys_total 2.0" in text  # k and the lock key
                 assert "synod_commit_slot" in text and "etcd_debugging_mvcc_watcher_total" in text
-                other = f"http://127.0.0.1:{second.address[1]}"
+                other = f"http://127.0.0.1:{port2.address[1]}"
                 async with session.post(other + "/v3/kv/range", data=b'{"key":"aw=="}') as r:
                     assert (await r.json())["kvs"][0]["value"] == "dzI="
-                assert second.metrics.value("etcd_server_has_leader") == 1
+                assert port2.metrics.value("etcd_server_has_leader") == 1
                 async with session.get(other + "/metrics") as reply:
                     assert "synod_ballot_round" in await reply.text()
         finally:
-            await second.stop(None)
+            await port2.stop(None)
             await port.stop(None)
             await member.stop()
 
