@@ -293,6 +293,15 @@ class SynodMetrics:
         return None if result is None else float(result)
 
 
+def _peer_progress(member: Member) -> dict[int, Any]:
+    """The leader's per-follower progress (match slot). The core has no public accessor
+    yet: `node.peer_progress()` is used when it exists, else the core's own table."""
+    node = member.node
+    accessor = getattr(node, "peer_progress", None)
+    table = accessor() if callable(accessor) else getattr(node, "_peers", None)
+    return dict(table) if isinstance(table, dict) else {}
+
+
 def member_sampler(member: Member, service: KvService | None = None) -> Sampler:
     """The scrape-time view of a running member (synod.server.member.Member) and its KV
     service. Reads public attributes; values the runtime does not expose yet are None."""
@@ -303,14 +312,18 @@ def member_sampler(member: Member, service: KvService | None = None) -> Sampler:
         status = member.status()
         transport = getattr(member, "transport", None)
         outgoing: dict[int, Any] = getattr(transport, "_outgoing", {}) or {}
+        progress = _peer_progress(member) if member.is_leader else {}
+        commit_slot = status["commit_slot"]
         peers = []
         for peer_id in sorted(member.config.peers()):
             out = outgoing.get(peer_id)
             connected = transport.connected(peer_id) if transport is not None else None
+            match = getattr(progress.get(peer_id), "match_slot", None)
             peers.append(
                 PeerSample(
                     peer_id=peer_id,
                     connected=connected,
+                    lag_slots=max(0, commit_slot - match) if match is not None else None,
                     bytes_sent=getattr(out, "bytes_sent", None),
                 )
             )

@@ -1015,3 +1015,71 @@ def test_watch_garbage_after_first_request_keeps_stream() -> None:
         response.close()
 
     run(scenario)
+
+
+def test_member_sampler_on_a_three_member_cluster(tmp_path: Any) -> None:
+    import socket
+
+    from synod.api.metrics import member_sampler
+    from synod.paxos.config import Config as CoreConfig
+    from synod.server.config import ServerConfig, Url, parse_initial_cluster
+    from synod.server.kv_service import KvService
+    from synod.server.member import Member
+
+    async def main() -> None:
+        socks = [socket.socket() for _ in range(3)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+        text = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports))
+        cluster = parse_initial_cluster(text, "metrics")
+        members = []
+        for i in range(3):
+            config = ServerConfig(
+                name=f"m{i}",
+                data_dir=str(tmp_path / f"m{i}"),
+                listen_client_urls=(Url("http", "127.0.0.1", 1),),
+                advertise_client_urls=(Url("http", "127.0.0.1", 1),),
+                listen_peer_url=cluster[i].peer_url,
+                initial_cluster=cluster,
+                initial_cluster_token="metrics",
+                tick_ms=20,
+                core=CoreConfig(heartbeat_ticks=1, election_ticks=10),
+            )
+            members.append((Member(config, KvService(election_timeout_ms=200)), config))
+        for member, _ in members:
+            await member.start()
+        try:
+            leader = None
+            for _ in range(300):
+                leaders = [m for m, _ in members if m.is_leader]
+                if leaders and all(m.leader_id == leaders[0].member_id for m, _ in members):
+                    leader = leaders[0]
+                    break
+                await asyncio.sleep(0.02)
+            assert leader is not None
+            service = leader.service
+            assert isinstance(service, KvService)
+            metrics = SynodMetrics(member_sampler(leader, service), process=False)
+            follower = next(m for m, _ in members if m is not leader)
+            follower_metrics = SynodMetrics(member_sampler(follower), process=False)
+            await asyncio.sleep(0.2)  # heartbeats: peers connected, match slots known
+            v = metrics.value
+            assert v("etcd_server_is_leader") == 1 and v("etcd_server_has_leader") == 1
+            peers = [f"{m.member_id:x}" for m, _ in members if m is not leader]
+            for peer in peers:
+                assert v("synod_peer_connected", {"peer": peer}) == 1
+                lag = v("synod_peer_lag_slots", {"peer": peer})
+                assert lag is not None and lag >= 0
+            assert (v("synod_peer_received_bytes_total") or 0) > 0
+            assert v("etcd_debugging_mvcc_keys_total") == 0
+            assert follower_metrics.value("etcd_server_is_leader") == 0
+            assert follower_metrics.value("etcd_server_has_leader") == 1
+            assert follower_metrics.value("synod_peer_lag_slots", {"peer": peers[0]}) is None
+        finally:
+            for member, _ in members:
+                await member.stop()
+
+    asyncio.run(main())
