@@ -1,5 +1,5 @@
-"""`synod up` until the real server lands: a short, calm simulated cluster that shows the
-life of a Synod cluster in virtual time.
+"""`synod demo`: a short, calm simulated cluster that shows the life of a Synod cluster in
+virtual time, with no processes and no network (`synod up` runs real member processes).
 
 The demo runs the real core, driver and a key-value state machine in the simulator with no
 random faults, crashes the leader once, lets it recover, and reports what happened: who was
@@ -23,8 +23,8 @@ def run_demo(members: int, seed: int) -> tuple[bool, list[str]]:
     world.loop.schedule_at(CRASH_AT_US, "demo: crash the leader", lambda: _crash_leader(world))
     result = world.run()
     lines = [
-        f"synod up: SIMULATION - the network server has not landed yet. {members} members "
-        f"(seed {seed}) run the real Multi-Paxos core and driver in virtual time.",
+        f"synod demo: SIMULATION - {members} members (seed {seed}) run the real Multi-Paxos "
+        "core, driver and storage in virtual time; no processes, no network.",
     ]
     notes = [
         (time_us, f"member {member} elected leader (ballot {ballot})")
