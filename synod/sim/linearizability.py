@@ -271,6 +271,9 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
     twin_before = _twin_before(operations)
     unknown = [not operation.known for operation in operations]
     failures = _Failures(operations) if any(unknown) else None
+    references = [_references(operation) for operation in operations]
+    unknown_referrers = _UnknownReferrers(operations)
+    window_references: set[object] = set()  # in the unknown pass: what known candidates compare
     explored: set[tuple[int, object, object]] = set()
     stack: list[tuple[int, object, int, int]] = []  # (call placed, state before, pass, frontier)
     order: list[int] = []  # positions of the operations on `stack`, in the same order
@@ -299,6 +302,14 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
             if not legal or _unnoticed(operation, state, state_after, prior):
                 entry = next_entry[entry]
                 continue
+            if scan_pass == _PASS_UNKNOWN and not (
+                state in window_references
+                or state_after in window_references
+                or unknown_referrers.any_candidate(state, state_after, linearized, frontier_us)
+            ):
+                # Nothing that could come next compares with either state: nothing would notice.
+                entry = next_entry[entry]
+                continue
             candidate = (
                 linearized | (1 << position),
                 state_after,
@@ -322,6 +333,7 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
         else:
             if scan_pass == _PASS_KNOWN:
                 frontier_us = time_us[entry]
+                window_references = _window_references(events, references)
                 entry, scan_pass = next_entry[events.unknown_head], _PASS_UNKNOWN
                 if entry != unknown_tail and time_us[entry] <= frontier_us:
                     continue
@@ -339,8 +351,64 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
             prior = stack[-1][1] if order and unknown[order[-1]] else _NO_PRIOR
         if popped_pass == _PASS_PURE:
             return _KeyOutcome(_Verdict.VIOLATION, tuple(furthest), step)
+        if popped_pass == _PASS_UNKNOWN:
+            window_references = _window_references(events, references)
         entry, scan_pass = next_entry[entry], popped_pass
     return _KeyOutcome(_Verdict.BUDGET_EXHAUSTED, tuple(furthest), step_budget)
+
+
+def _references(operation: Operation) -> tuple[object, ...]:
+    """The states a known operation compares the register with (None: absent)."""
+    if not operation.known:
+        return ()
+    if operation.kind is OpKind.GET:
+        return (operation.result,)
+    if operation.kind is OpKind.CAS:
+        assert isinstance(operation.argument, tuple)
+        return (operation.argument[0],)
+    if operation.kind is OpKind.DELETE and operation.result is not None:
+        return (None,)
+    return ()
+
+
+def _window_references(events: _EventList, references: Sequence[tuple[object, ...]]) -> set[object]:
+    """What the known candidates (calls before the first return in the main list) compare."""
+    found: set[object] = set()
+    entry = events.next_entry[events.MAIN_HEAD]
+    while events.partner[entry] > 0:  # bounded: the main list ends with a return or the tail
+        found.update(references[events.operation_of[entry]])
+        entry = events.next_entry[entry]
+    return found
+
+
+class _UnknownReferrers:
+    """The unknown cas operations by expected state, in call order.
+
+    Such a cas notices a change from or to its expected state; other unknown operations never
+    notice anything (a put overwrites blindly, a delete ends absent either way).
+    """
+
+    def __init__(self, operations: Sequence[Operation]) -> None:
+        self._operations = operations
+        self._by_expected: dict[object, list[int]] = {}
+        for position, operation in enumerate(operations):
+            if not operation.known and operation.kind is OpKind.CAS:
+                assert isinstance(operation.argument, tuple)
+                self._by_expected.setdefault(operation.argument[0], []).append(position)
+        for positions in self._by_expected.values():
+            positions.sort(key=lambda p: operations[p].call_us)
+
+    def any_candidate(
+        self, first: object, second: object, linearized: int, frontier_us: int
+    ) -> bool:
+        """Whether an unplaced one, called by `frontier_us`, expects `first` or `second`."""
+        for state in (first, second):
+            for position in self._by_expected.get(state, ()):
+                if self._operations[position].call_us > frontier_us:
+                    break
+                if not linearized >> position & 1:
+                    return True
+        return False
 
 
 def _unnoticed(operation: Operation, state: object, state_after: object, prior: object) -> bool:
