@@ -15,19 +15,26 @@ that a single register per key explains? Theory of operation:
   been linearized before: undo the last choice and try the next call instead. Lowe's
   memoization remembers every (set of linearized operations, register state) already
   explored, so no configuration is explored twice; the set is a bitset in a Python int.
-- An operation whose outcome is unknown returns at "+infinity": its return event sorts after
-  every other event, so it may be linearized anywhere after its call. Reaching such a return
-  means every known operation is already linearized, and the remaining unknown ones are
-  simply left out: they never took effect. Unknown reads change nothing and are dropped.
-- Three reductions shrink the search without changing any verdict (each function says why
-  it is sound; a brute-force test compares verdicts): operations that never change the
-  register when their result fits (reads, failed cas, delete of an absent key) are placed as
-  soon as they fit, never branched on; values no read or cas compares with are merged into one,
-  so concurrent writes of them in different orders meet in the memo; and unknown operations
-  with the same call are placed only in call order.
+- An operation whose outcome is unknown returns at "+infinity": it may be linearized anywhere
+  after its call, or never. Its return event would sort after every other one, so it is not
+  kept at all: unknown calls sit in a second list, in call order, and a call there is a
+  candidate while it precedes the first return left in the main list. Once the main list is
+  empty every known operation is placed, and the unknown ones left never took effect.
+  Unknown reads change nothing and are dropped.
+- Reductions shrink the search without changing any verdict (each function says why it is
+  sound; a test compares verdicts with a plain reference search):
+  `_is_pure` operations (reads, failed cas, delete of an absent key) are placed as soon as they
+  fit, never branched on; `_forget_unobserved` merges the values nothing compares with, so
+  concurrent writes of them meet in the memo; `_twin_before` places interchangeable unknown
+  operations in call order; `_unnoticed` and the unknown pass place an unknown operation only
+  right before an operation that notices it, since a shortest linearization drops any other;
+  and `_Failures` prunes a configuration whose options are a subset of one that failed.
+  Candidates are tried pure first, then known, then unknown, so that a configuration is first
+  reached with the fewest unknown operations placed, which makes `_Failures` effective.
 - The search is bounded by a step budget per key. Exhausting it gives an inconclusive result,
   never a verdict either way. What makes it expensive is many operations overlapping on one
-  key, and above all many unknown ones, since those overlap everything after their call.
+  key, and above all proving a violation among many unknown ones, which overlap everything
+  after their call: the search must rule out every subset of them that could take effect.
 
 Invariants: the search never returns "linearizable" without a full linearization of the known
 operations; keys are checked in sorted order so the verdict and its explanation depend only on
@@ -255,24 +262,51 @@ class _NoPrior:
 _NO_PRIOR = _NoPrior()
 
 
+@dataclass(frozen=True, slots=True)
+class _Partition:
+    """One key's operations, prepared for the search: values nobody compares merged, unknown
+    reads dropped, and per operation what the search asks about it most often.
+    """
+
+    operations: list[Operation]
+    initial: object
+    pass_of: list[int]
+    twin_before: list[int]
+    unknown: list[bool]
+    references: list[tuple[object, ...]]
+    unknown_referrers: _UnknownReferrers
+
+    @staticmethod
+    def prepare(operations: Sequence[Operation], initial: object) -> _Partition:
+        # Unknown reads cannot have changed anything, and leaving them out is always allowed.
+        kept = [op for op in operations if op.known or op.kind is not OpKind.GET]
+        kept, initial = _forget_unobserved(kept, initial)
+        return _Partition(
+            kept,
+            initial,
+            [_pass_of(operation) for operation in kept],
+            _twin_before(kept),
+            [not operation.known for operation in kept],
+            [_references(operation) for operation in kept],
+            _UnknownReferrers(kept),
+        )
+
+
 def _check_key(operations: Sequence[Operation], initial: object, step_budget: int) -> _KeyOutcome:
     """Wing-Gong-Lowe search over one key's operations, with the reductions of the module doc.
 
     A configuration is (operations placed, register state, the state before the last one if
     that one is unknown): see `_unnoticed` for why the last matters.
     """
-    # Unknown reads cannot have changed anything, and leaving them out is always allowed.
-    operations = [op for op in operations if op.known or op.kind is not OpKind.GET]
-    operations, initial = _forget_unobserved(operations, initial)
+    # One loop over local names: this is the hot path, and Python pays for every attribute.
+    partition = _Partition.prepare(operations, initial)
+    operations, pass_of = partition.operations, partition.pass_of
+    twin_before, unknown_referrers = partition.twin_before, partition.unknown_referrers
+    unknown, references = partition.unknown, partition.references
     events = _build_events(operations)
     next_entry, operation_of, partner = events.next_entry, events.operation_of, events.partner
     time_us, main_tail, unknown_tail = events.time_us, events.main_tail, events.unknown_tail
-    pass_of = [_pass_of(operation) for operation in operations]
-    twin_before = _twin_before(operations)
-    unknown = [not operation.known for operation in operations]
     failures = _Failures(operations) if any(unknown) else None
-    references = [_references(operation) for operation in operations]
-    unknown_referrers = _UnknownReferrers(operations)
     window_references: set[object] = set()  # in the unknown pass: what known candidates compare
     explored: set[tuple[int, object, object]] = set()
     stack: list[tuple[int, object, int, int]] = []  # (call placed, state before, pass, frontier)
@@ -280,7 +314,7 @@ def _check_key(operations: Sequence[Operation], initial: object, step_budget: in
     furthest: list[int] = []  # the placed operations when the search got furthest in time
     furthest_reached = (-1, -1)  # (frontier, operations placed)
     linearized = 0  # bitset of operation positions
-    state = initial
+    state = partition.initial
     prior: object = _NO_PRIOR  # the state before the last operation placed, if it is unknown
     frontier_us = -1  # in the unknown pass: the first return of an unplaced known operation
     entry, scan_pass = next_entry[0], _PASS_PURE
