@@ -2,8 +2,9 @@
 
 The checker is the simulator's final judge (DESIGN.md, "Simulation": linearizability of the
 client history at the end), so it is tested both ways: hand-written histories whose verdict is
-known, a brute-force checker that tries every order on small random histories, and generated
-histories that a real register produced, which must always pass and must fail once corrupted.
+known, a plain reference search (every order real time allows, no reductions) that must agree
+on small random histories, and generated histories that a real register produced, which must
+always pass and must fail once corrupted.
 """
 
 from __future__ import annotations
@@ -293,7 +294,7 @@ def test_ten_thousand_operations_over_100_keys_and_16_clients_are_linearizable()
 # --- properties ------------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     rng=st.randoms(use_true_random=False),
     operation_count=st.integers(1, 150),
@@ -409,7 +410,7 @@ def small_operations(draw: st.DrawFn) -> Operation:
     )
 
 
-@settings(max_examples=1_000, deadline=None)
+@settings(max_examples=700, deadline=None)
 @given(st.lists(small_operations(), max_size=12))
 def test_checker_agrees_with_a_reference_search_on_small_histories(
     operations: list[Operation],
