@@ -45,6 +45,7 @@ log = logging.getLogger("synod.server")
 MEMBER_FILE = "synod-member"
 PROGRESS_NOTIFY_INTERVAL_S = 10.0  # etcd: 10 minutes; shorter is allowed and cheaper to test
 STOP_GRACE_S = 1.0
+EVENT_LOOP_ENV = "SYNOD_EVENT_LOOP"
 
 
 class StartError(Exception):
@@ -302,20 +303,33 @@ async def _serve(config: ServerConfig) -> None:
     await run_member(config, stop)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """asyncio's own loop unless SYNOD_EVENT_LOOP=uvloop.
+
+    uvloop is not the default yet: its StreamWriter.write raises RuntimeError on a closed
+    transport where asyncio's ignores the write, and the peer transport's reconnect loop
+    catches only OSError, so under uvloop the outgoing connection task to a peer that was
+    killed can die and never reconnect (the restarted member then never catches up).
+    """
+    if os.environ.get(EVENT_LOOP_ENV, "asyncio") != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def serve(config: ServerConfig) -> int:
-    """Run the member in this process (uvloop when installed); the exit status."""
+    """Run the member in this process; the exit status."""
     if not __debug__:
         print(
             "synod serve: refusing to run under python -O (assertions guard safety)",
             file=sys.stderr,
         )
         return 2
-    try:
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        loop_factory = None
+    loop_factory = _loop_factory()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(config))
