@@ -37,7 +37,8 @@ class Operation:
     `argument`: put the value; cas the pair `(expected, new)` where `expected = None` means
     "key absent"; get and delete `None`. `result`: get the value read (`None`: absent); cas
     whether it swapped; delete whether the key existed, or `None` to leave it unchecked; put
-    is not checked. The result is ignored when `return_us` is `None` (outcome unknown).
+    is not checked. The result is ignored when `return_us` is `None` (outcome unknown). Values
+    are opaque to the checker: compared with `==` and hashed, so they must be hashable.
     """
 
     client: int
