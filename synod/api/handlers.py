@@ -147,16 +147,11 @@ class Handlers:
         if not serializable:
             await self._guard(self.member.read_barrier())
 
-    def _local(self, read: Callable[[], T]) -> T:
-        try:
-            return read()
-        except KVError as error:
-            raise api_errors.from_kv_error(error) from error
-
     @staticmethod
-    def _checked(check: Callable[[], None]) -> None:
+    def _local(call: Callable[[], T]) -> T:
+        """Run a store read or check on this member; its refusal as an EtcdError."""
         try:
-            check()
+            return call()
         except KVError as error:
             raise api_errors.from_kv_error(error) from error
 
@@ -170,7 +165,7 @@ class Handlers:
 
     async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         store_request = convert.to_request(request, kv.PutRequest)
-        self._checked(lambda: check_put(store_request))
+        self._local(lambda: check_put(store_request))
         response = await self._write(store_request)
         assert isinstance(response, kv.PutResponse)
         return convert.to_response(response, rpc_pb2.PutResponse(), self.header_fields)
@@ -179,7 +174,7 @@ class Handlers:
         self, request: rpc_pb2.DeleteRangeRequest
     ) -> rpc_pb2.DeleteRangeResponse:
         store_request = convert.to_request(request, kv.DeleteRangeRequest)
-        self._checked(lambda: check_delete(store_request))
+        self._local(lambda: check_delete(store_request))
         response = await self._write(store_request)
         assert isinstance(response, kv.DeleteRangeResponse)
         return convert.to_response(response, rpc_pb2.DeleteRangeResponse(), self.header_fields)
@@ -188,7 +183,7 @@ class Handlers:
         if request.ByteSize() > REQUEST_BYTES_MAX:
             raise api_errors.request_too_large()
         store_request = convert.to_request(request, kv.TxnRequest)
-        self._checked(lambda: check_txn(store_request))
+        self._local(lambda: check_txn(store_request))
         if _read_only(store_request):
             response = await self._read_txn(store_request)
         else:
