@@ -146,8 +146,11 @@ class PeerTransport:
                 writer.write(encode_frame([MAGIC, self.cluster_id, self.node_id]))
                 outgoing.connected = True
                 await self._pump(outgoing, writer)
-            except (OSError, ConnectionError) as error:
-                log.info("connection to peer %s lost: %s", outgoing.peer_id, error)
+            except Exception as error:
+                # Whatever the loop raises (uvloop reports a write to a transport its peer
+                # closed as RuntimeError), the link must come back: log and reconnect.
+                log.info("connection to peer %s lost: %r", outgoing.peer_id, error)
+                await asyncio.sleep(backoff_s)
             finally:
                 outgoing.connected = False
                 writer.close()

@@ -120,3 +120,30 @@ def test_restarted_peer_is_reconnected() -> None:
         await b2.stop()
 
     asyncio.run(scenario())
+
+
+def test_restarted_peer_is_reconnected_under_uvloop() -> None:
+    """uvloop reports writes to a closed peer as RuntimeError: the sender must reconnect."""
+    import uvloop
+
+    async def scenario() -> None:
+        a, b, _, got_b = make_pair()
+        await a.start()
+        await b.start()
+        await wait_until(lambda: a.connected(2))
+        await b.stop()
+        for attempt in range(20):
+            a.send(2, [[attempt]])
+            await asyncio.sleep(0.01)
+        b2 = PeerTransport(2, 7, b.listen, {1: a.listen}, lambda s, items: got_b.append(items))
+        await b2.start()
+        for attempt in range(300):
+            a.send(2, [[attempt]])
+            await asyncio.sleep(0.02)
+            if got_b:
+                break
+        assert got_b, "messages flow again after the peer restarted"
+        await a.stop()
+        await b2.stop()
+
+    uvloop.run(scenario())
