@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 
 from synod.paxos.ready import SnapshotInstall
-from synod.paxos.types import Entry, HardState, Membership, Slot, SnapshotMeta
-from synod.sim.storage import Recovered, SimulatedCrash
+from synod.paxos.types import BALLOT_ZERO, Entry, HardState, Membership, Slot, SnapshotMeta
+from synod.sim.storage import Recovered, SimulatedCrash, tear_probability
 from synod.storage import memdisk
 from synod.storage.storage import DurableStorage
 from synod.storage.wal import WalOptions
@@ -46,6 +46,7 @@ class WalStorage:
         self.disk = memdisk.MemDisk()
         self._storage: DurableStorage | None = None
         self._snapshot_slot = Slot(0)
+        self._last_promised = BALLOT_ZERO
         self.saves = 0
         self.torn_saves = 0
 
@@ -69,9 +70,12 @@ class WalStorage:
     ) -> None:
         assert self._storage is not None, "a crashed member does not write"
         self.saves += 1
-        armed = self.crash_during_save_probability and (
-            self._rng.random() < self.crash_during_save_probability
+        probability = tear_probability(
+            self.crash_during_save_probability, hard_state, self._last_promised
         )
+        if hard_state is not None:
+            self._last_promised = hard_state.promised
+        armed = probability > 0.0 and self._rng.random() < probability
         if armed:
             self.disk.crash_after_ops = self._rng.randint(1, DISK_OPERATIONS_TO_CRASH_MAX)
         try:

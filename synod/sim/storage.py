@@ -27,11 +27,22 @@ from typing import Protocol
 
 from synod.paxos.node import Restore
 from synod.paxos.ready import SnapshotInstall
-from synod.paxos.types import Entry, HardState, Membership, Slot, SnapshotMeta
+from synod.paxos.types import BALLOT_ZERO, Ballot, Entry, HardState, Membership, Slot, SnapshotMeta
 
 VOLATILE_RECORDS_MAX = 1_000_000
+PROMISE_TEAR_PROBABILITY_MIN = 0.3
 
 Record = SnapshotInstall | Entry | HardState
+
+
+def tear_probability(base: float, hard_state: HardState | None, last_promised: Ballot) -> float:
+    """How likely this save is torn. A save that raises the promise is where a promise sent
+    before its persist does harm (a restarted acceptor must never forget a promise), so when
+    torn saves are enabled at all they strike those saves more often."""
+    assert 0.0 <= base < 1.0
+    if base == 0.0 or hard_state is None or hard_state.promised == last_promised:
+        return base
+    return max(base, PROMISE_TEAR_PROBABILITY_MIN)
 
 
 class SimulatedCrash(Exception):
@@ -89,6 +100,7 @@ class MemoryStorage:
         self._snapshot = SnapshotInstall(SnapshotMeta(Slot(0), membership), empty_snapshot_data)
         self._entries: dict[Slot, Entry] = {}
         self._volatile: list[Record] = []
+        self._last_promised = BALLOT_ZERO
         self.saves = 0
         self.torn_saves = 0
         self.lost_records = 0
@@ -111,9 +123,12 @@ class MemoryStorage:
         records.extend(entries)
         if hard_state is not None:
             records.append(hard_state)
-        if self.crash_during_save_probability and (
-            self._rng.random() < self.crash_during_save_probability
-        ):
+        probability = tear_probability(
+            self.crash_during_save_probability, hard_state, self._last_promised
+        )
+        if hard_state is not None:
+            self._last_promised = hard_state.promised
+        if probability and self._rng.random() < probability:
             self.torn_saves += 1
             pending = self._volatile + records
             kept = self._rng.randrange(len(pending))  # a strict prefix: the save never finished
