@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -499,5 +499,9 @@ def _lock_paused(endpoints: str, name: str, resource: str) -> None:
 
 
 if __name__ == "__main__":
-    roles = {"lock-loop": _lock_loop, "lock-hold": _lock_hold, "lock-paused": _lock_paused}
+    roles: dict[str, Callable[..., None]] = {
+        "lock-loop": _lock_loop,
+        "lock-hold": _lock_hold,
+        "lock-paused": _lock_paused,
+    }
     roles[sys.argv[1]](*sys.argv[2:])
