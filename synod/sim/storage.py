@@ -101,6 +101,7 @@ class MemoryStorage:
         self._entries: dict[Slot, Entry] = {}
         self._volatile: list[Record] = []
         self._last_promised = BALLOT_ZERO
+        self.tear_next_promise = False  # a directed scenario's way to tear one promise save
         self.saves = 0
         self.torn_saves = 0
         self.lost_records = 0
@@ -126,6 +127,10 @@ class MemoryStorage:
         probability = tear_probability(
             self.crash_during_save_probability, hard_state, self._last_promised
         )
+        promise_raised = hard_state is not None and hard_state.promised != self._last_promised
+        if self.tear_next_promise and promise_raised:
+            self.tear_next_promise = False
+            probability = 1.0
         if hard_state is not None:
             self._last_promised = hard_state.promised
         if probability and self._rng.random() < probability:

@@ -103,15 +103,17 @@ class LivenessViolation(Exception):
 class World:
     """Builds every component of a run from the options and runs it to a verdict."""
 
-    def __init__(self, options: RunOptions) -> None:
+    def __init__(self, options: RunOptions, knobs: Knobs | None = None) -> None:
+        """`knobs` replaces the seed's drawn configuration (directed scenarios only)."""
         self.options = options
         self.streams = SeededStreams(options.seed)
-        self.knobs = draw_knobs(
+        drawn = draw_knobs(
             self.streams.stream("knobs"),
             options.nodes,
             options.profile,
             self.streams.stream("knobs-later"),
         )
+        self.knobs = drawn if knobs is None else knobs
         self.loop = EventLoop()
         self.ids = tuple(NodeId(i) for i in range(1, options.nodes + 1))
         self.network = Network(
@@ -178,10 +180,10 @@ class World:
         violation: str | None = None
         detail = ""
         try:
-            self._start()
-            self._run_until(self.options.safety_us)
+            self.start()
+            self.run_until(self.options.safety_us)
             self._heal()
-            self._run_until(self.options.safety_us + self.options.liveness_us_max)
+            self.run_until(self.options.safety_us + self.options.liveness_us_max)
             if not self._finished:
                 raise LivenessViolation(self._liveness_shortfall())
             self.monitor.check_acknowledged_writes()
@@ -213,14 +215,16 @@ class World:
             self.loop.digest(),
         )
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Boot the members, start the clients and the fault scheduler (`run` calls this)."""
         for member_id in self.ids:
             self._boot(member_id)
         for client in self.clients:
             client.start()
         self.scheduler.start()
 
-    def _run_until(self, end_us: int) -> None:
+    def run_until(self, end_us: int) -> None:
+        """Fire events up to virtual time `end_us` (directed scenarios step with this)."""
         loop = self.loop
         while not self._finished:
             next_us = loop.next_time_us()
@@ -321,6 +325,9 @@ class World:
         self.monitor.on_restored(member.node_id, meta.last_slot, machine.digest())
 
     def on_write_answered(self, member: Member, client: int, seq: int, result: object) -> None:
+        if client >= len(self.clients):
+            return  # a write a directed scenario made itself: nobody waits for it
+
         def answer() -> None:
             if self.clients[client].on_reply(seq, result):
                 self.monitor.on_acknowledged(client, seq)
