@@ -257,6 +257,19 @@ def run_ctl(args: argparse.Namespace) -> int:
     if run is None:
         print("synod ctl: error: a command is required (see synod ctl --help)", file=sys.stderr)
         return EXIT_USAGE
+    if threading.current_thread() is not threading.main_thread():
+        return _run_command(run, args)
+    # SIGTERM ends a command like Ctrl-C: locks released, leadership resigned.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run_command(run, args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(
+    run: Callable[[Client, argparse.Namespace, Output], int], args: argparse.Namespace
+) -> int:
     output = Output(args.write_out)
     try:
         client = Client(args.endpoints, timeout_s=args.command_timeout)
@@ -686,16 +699,17 @@ def _child_command(args: argparse.Namespace, options: dict[str, type]) -> list[s
 
 
 def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    """Block until SIGINT or SIGTERM (run_ctl turns both into KeyboardInterrupt)."""
+    forever = threading.Event()
     try:
-        while not stop.wait(0.5):
+        while not forever.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_child(command: list[str], env: dict[str, str]) -> int:

@@ -54,7 +54,13 @@ class Client:
             transport = transport_factory() if transport_factory is not None else None
             return AsyncClient(endpoints, timeout_s=timeout_s, transport=transport)
 
-        self.aio: AsyncClient = self._run(make(), None)
+        try:
+            self.aio: AsyncClient = self._run(make(), None)
+        except BaseException:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+            raise
 
     def __enter__(self) -> Client:
         return self
