@@ -30,7 +30,9 @@ from synod.sim.client import ClientKnobs
 from synod.sim.loop import EventLoop
 from synod.sim.network import Network, NetworkKnobs
 
-PARTITION_STYLES = ("isolate", "one-way", "split", "bridge")
+# "gray" came later and is drawn from the later stream (see `draw_knobs`).
+PARTITION_STYLES_FIRST = ("isolate", "one-way", "split", "bridge")
+PARTITION_STYLES = (*PARTITION_STYLES_FIRST, "gray")
 PROFILES = ("calm", "lossy", "partition", "clog", "crash", "disk", "swarm")
 TICK_US = 1_000
 STORAGE_KINDS = ("model", "wal")
@@ -180,8 +182,8 @@ def _draw_network(rng: random.Random, enabled: frozenset[str]) -> NetworkKnobs:
 def _draw_faults(rng: random.Random, member_count: int, enabled: frozenset[str]) -> FaultKnobs:
     values: dict[str, object] = {}
     if "partition" in enabled and member_count > 1:
-        styles = [style for style in PARTITION_STYLES if rng.random() < 0.6]
-        values["partition_styles"] = tuple(styles or [rng.choice(PARTITION_STYLES)])
+        styles = [style for style in PARTITION_STYLES_FIRST if rng.random() < 0.6]
+        values["partition_styles"] = tuple(styles or [rng.choice(PARTITION_STYLES_FIRST)])
         values["partition_every_us"] = rng.choice((20_000, 100_000, 300_000))
         values["partition_us_max"] = rng.choice((10_000, 100_000, 500_000))
     if "clog" in enabled and member_count > 1:
@@ -212,6 +214,8 @@ def _draw_later_faults(rng: random.Random, member_count: int, faults: FaultKnobs
     if member_count == 1:
         return faults
     changes: dict[str, object] = {"leader_target_rate": rng.choice((0.0, 0.5, 0.9))}
+    if faults.partition_styles and rng.random() < 0.5:
+        changes["partition_styles"] = (*faults.partition_styles, "gray")
     if faults.crash_during_save_probability > 0:
         changes["crash_during_save_probability"] = rng.choice(
             (faults.crash_during_save_probability, 0.1, 0.2)
@@ -315,6 +319,14 @@ class FaultScheduler:
                     self._network.cut(victim, other)
                 else:
                     self._network.cut(other, victim)
+        elif style == "gray":
+            # A gray failure: the victim still hears everyone but nobody hears it, and one
+            # member cannot reach it either. A leader in this state keeps leading (without
+            # check-quorum) while the others elect a successor behind its back.
+            victim, deaf = members[0], members[1]
+            for other in members[1:]:
+                self._network.cut(victim, other)
+            self._network.cut(deaf, victim)
         elif style == "split":
             size = self._rng.randint(1, len(members) - 1)
             self._network.cut_between(members[:size], members[size:])

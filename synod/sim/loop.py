@@ -30,7 +30,12 @@ _Scheduled = tuple[int, int, str, Action]
 class EventLoop:
     """Runs actions at virtual times; `now_us` only moves forward, and only here."""
 
-    def __init__(self, events_pending_max: int = EVENTS_PENDING_MAX) -> None:
+    def __init__(
+        self, events_pending_max: int = EVENTS_PENDING_MAX, quiet_labels: tuple[str, ...] = ()
+    ) -> None:
+        """Events whose label starts with one of `quiet_labels` (timer ticks, say) count in
+        the digest but stay out of the trace, which then shows the last events that say
+        something."""
         assert events_pending_max >= 1
         self.now_us = 0
         self.events_fired = 0
@@ -38,6 +43,7 @@ class EventLoop:
         self._sequence = 0
         self._events_pending_max = events_pending_max
         self._trace: deque[str] = deque(maxlen=TRACE_LINES_MAX)
+        self._quiet_labels = quiet_labels
         self._digest = hashlib.blake2b(digest_size=16)
 
     def schedule(self, delay_us: int, label: str, action: Action) -> None:
@@ -63,7 +69,8 @@ class EventLoop:
         self.now_us = time_us
         self.events_fired += 1
         line = f"{time_us:>10}us {label}"
-        self._trace.append(line)
+        if not label.startswith(self._quiet_labels):
+            self._trace.append(line)
         self._digest.update(line.encode())
         action()
         return True

@@ -114,7 +114,7 @@ class World:
             self.streams.stream("knobs-later"),
         )
         self.knobs = drawn if knobs is None else knobs
-        self.loop = EventLoop()
+        self.loop = EventLoop(quiet_labels=("tick ", "liveness check"))
         self.ids = tuple(NodeId(i) for i in range(1, options.nodes + 1))
         self.network = Network(
             self.loop, self.streams.stream("network"), self.ids, self.knobs.network, self._deliver

@@ -43,3 +43,15 @@ def test_equal_schedules_have_equal_digests_and_traces() -> None:
 
     assert run("a") == run("a")
     assert run("a")[0] != run("b")[0]
+
+
+def test_quiet_events_count_in_the_digest_but_not_in_the_trace() -> None:
+    loud, quiet = EventLoop(), EventLoop(quiet_labels=("tick",))
+    for loop in (loud, quiet):
+        loop.schedule(1, "tick 1", lambda: None)
+        loop.schedule(2, "deliver", lambda: None)
+        while loop.run_one():
+            pass
+    assert loud.digest() == quiet.digest()
+    assert len(loud.trace()) == 2
+    assert [line.split()[-1] for line in quiet.trace()] == ["deliver"]
