@@ -739,6 +739,8 @@ def cmd_lock(client: Client, args: argparse.Namespace, output: Output) -> int:
             return _run_child(command, env)
         _wait_for_signal()
         return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK  # a signal right after the output: the normal end
     finally:
         lock.release()
 
@@ -779,6 +781,8 @@ def cmd_elect(client: Client, args: argparse.Namespace, output: Output) -> int:
             output.line(leader.key.decode() if leader else "")
             output.line(args.proposal)
         _wait_for_signal()
+    except KeyboardInterrupt:
+        pass  # a signal right after the output: the normal end
     finally:
         election.resign()
     return EXIT_OK
