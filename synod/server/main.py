@@ -304,14 +304,8 @@ async def _serve(config: ServerConfig) -> None:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """asyncio's own loop unless SYNOD_EVENT_LOOP=uvloop.
-
-    uvloop is not the default yet: its StreamWriter.write raises RuntimeError on a closed
-    transport where asyncio's ignores the write, and the peer transport's reconnect loop
-    catches only OSError, so under uvloop the outgoing connection task to a peer that was
-    killed can die and never reconnect (the restarted member then never catches up).
-    """
-    if os.environ.get(EVENT_LOOP_ENV, "asyncio") != "uvloop":
+    """uvloop where installed, unless SYNOD_EVENT_LOOP=asyncio asks for asyncio's own."""
+    if os.environ.get(EVENT_LOOP_ENV, "uvloop") == "asyncio":
         return None
     try:
         import uvloop
