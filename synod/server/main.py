@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from synod.api.front_door import start_etcd_client_port
 from synod.api.grpc_server import start_grpc
 from synod.api.handlers import Handlers
+from synod.api.metrics import SynodMetrics, member_sampler
 from synod.paxos.config import Config as CoreConfig
 from synod.paxos.config import ConfigError as CoreConfigError
 from synod.server.config import (
@@ -237,7 +239,7 @@ def _address(url: Url) -> str:
 
 
 async def start_client_door(handlers: Handlers, address: str) -> ClientDoor:
-    """Everything that serves clients on one listen address (today: etcd gRPC)."""
+    """The etcd gRPC door alone on one listen address (tests that need no gateway)."""
     server: ClientDoor = await start_grpc(handlers, address)
     return server
 
@@ -251,13 +253,25 @@ async def _progress_notifier(service: KvService, interval_s: float) -> None:
 async def run_member(
     config: ServerConfig,
     stop: asyncio.Event,
-    client_door: ClientDoorFactory = start_client_door,
+    client_door: ClientDoorFactory | None = None,
     progress_interval_s: float = PROGRESS_NOTIFY_INTERVAL_S,
 ) -> None:
-    """Run one member until `stop` is set; StartError if it cannot start."""
+    """Run one member until `stop` is set; StartError if it cannot start.
+
+    By default each client URL serves gRPC and the JSON gateway on one port (the front
+    door), with the member's Prometheus metrics on /metrics.
+    """
     check_data_dir(config)
     service = KvService(election_timeout_ms=config.tick_ms * config.core.election_ticks)
     member = Member(config, service)
+    if client_door is None:
+        metrics = SynodMetrics(member_sampler(member, service))
+        member.observer = metrics
+
+        async def front_door(handlers: Handlers, address: str) -> ClientDoor:
+            return await start_etcd_client_port(handlers, address, metrics)
+
+        client_door = front_door
     try:
         await member.start()
     except StorageError as error:

@@ -29,7 +29,16 @@ import msgpack
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import Message
 from synod.paxos.node import Node, Restore, Role
-from synod.paxos.types import Entry, EntryKind, Membership, NodeId, Slot, SnapshotMeta
+from synod.paxos.ready import SnapshotInstall
+from synod.paxos.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    NodeId,
+    Slot,
+    SnapshotMeta,
+)
 from synod.server.config import ServerConfig
 from synod.server.driver import Driver
 from synod.storage.storage import DurableStorage
@@ -56,6 +65,57 @@ class RequestTimeout(Exception):
 
 class Overloaded(Exception):
     """Too many requests are waiting; nothing was done."""
+
+
+class Observer(Protocol):
+    """Where the runtime reports durations (the Prometheus metrics, for instance)."""
+
+    def observe_fsync(self, seconds: float) -> None: ...
+
+    def observe_apply(self, seconds: float) -> None: ...
+
+    def observe_proposal(self, seconds: float) -> None: ...
+
+    def observe_snapshot_save(self, seconds: float) -> None: ...
+
+    def observe_snapshot_install(self, seconds: float) -> None: ...
+
+
+class _NullObserver:
+    def observe_fsync(self, seconds: float) -> None:
+        pass
+
+    def observe_apply(self, seconds: float) -> None:
+        pass
+
+    def observe_proposal(self, seconds: float) -> None:
+        pass
+
+    def observe_snapshot_save(self, seconds: float) -> None:
+        pass
+
+    def observe_snapshot_install(self, seconds: float) -> None:
+        pass
+
+
+class _TimedStorage:
+    """The driver's storage, timing each synced save for the fsync histogram."""
+
+    def __init__(self, storage: DurableStorage, member: Member) -> None:
+        self.storage = storage
+        self.member = member
+
+    def save(
+        self,
+        snapshot: SnapshotInstall | None,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        sync: bool,
+    ) -> None:
+        started = time.perf_counter()
+        self.storage.save(snapshot, entries, hard_state, sync)
+        if sync:
+            self.member.observer.observe_fsync(time.perf_counter() - started)
 
 
 class ReplicatedService(Protocol):
@@ -89,6 +149,7 @@ class _Machine:
 
     def apply(self, entry: Entry) -> None:
         assert entry.slot == self.applied_slot + 1, "entries apply in order, once"
+        started = time.perf_counter()
         if entry.kind is EntryKind.MEMBERSHIP:
             assert entry.membership is not None
             self.membership = entry.membership
@@ -98,13 +159,16 @@ class _Machine:
             if origin == self.member.member_id:
                 self.member._resolve_write(sequence, result)
         self.applied_slot = entry.slot
+        self.member.observer.observe_apply(time.perf_counter() - started)
 
     def snapshot(self) -> tuple[SnapshotMeta, bytes]:
         meta = SnapshotMeta(self.applied_slot, self.membership)
         return meta, self.service.snapshot()
 
     def restore(self, meta: SnapshotMeta, data: bytes) -> None:
+        started = time.perf_counter()
         self.service.restore(data)
+        self.member.observer.observe_snapshot_install(time.perf_counter() - started)
         self.applied_slot = meta.last_slot
         self.membership = meta.membership
 
@@ -126,6 +190,7 @@ class Member:
         self._was_leader = False
         self._last_snapshot_slot = Slot(0)
         self.leader_changes = 0
+        self.observer: Observer = _NullObserver()
         self.proposals_received = 0
         self.proposals_failed = 0
         self.started = asyncio.Event()
@@ -145,7 +210,12 @@ class Member:
             self.machine.restore(restore.snapshot, snapshot_data)
         self._last_snapshot_slot = restore.snapshot.last_slot
         self.driver = Driver(
-            self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
+            self.node,
+            _TimedStorage(self.storage, self),
+            self,
+            self.machine,
+            self._on_read,
+            self._on_read_failed,
         )
         peers = {
             member_id: (spec.peer_url.host, spec.peer_url.port)
@@ -214,10 +284,12 @@ class Member:
         applied = self.machine.applied_slot
         if applied - self._last_snapshot_slot < self.config.snapshot_every_slots:
             return
+        started = time.perf_counter()
         meta, data = self.machine.snapshot()
         self.storage.compact(meta, data)
         self.node.compact(meta)
         self._last_snapshot_slot = meta.last_slot
+        self.observer.observe_snapshot_save(time.perf_counter() - started)
 
     def _leader_duties(self, became_leader: bool = False) -> None:
         if self.node.role is not Role.LEADER:
@@ -248,11 +320,14 @@ class Member:
         envelope = msgpack.packb([self.member_id, sequence, payload])
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._writes[sequence] = future
+        started = time.perf_counter()
         try:
             self._submit(sequence, envelope)
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 asyncio.shield(future), timeout=self.config.request_timeout_s
             )
+            self.observer.observe_proposal(time.perf_counter() - started)
+            return result
         except TimeoutError as error:
             self.proposals_failed += 1
             raise RequestTimeout("etcdserver: request timed out") from error
