@@ -3,6 +3,7 @@
 - `synod serve`: run one member (etcd-style flags, or SYNOD_* environment variables).
 - `synod up`: a local cluster on 127.0.0.1, one `synod serve` child per member, in the
   foreground until Ctrl-C.
+- `synod repair`: set a damaged member's data directory aside so it re-syncs.
 - `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
   simulated cluster.
 """
@@ -53,11 +54,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="first client port (default 2379: clients 2379, 22379, 32379; peers +1)",
     )
     up.set_defaults(handler=run_up)
+    repair = sub.add_parser(
+        "repair",
+        help="set a damaged member's data aside so it re-joins and re-syncs",
+        description="Move a member's damaged data directory to DIR.damaged-N (nothing is "
+        "deleted). Restart the member with the same flags afterwards: it starts empty and "
+        "catches up from the leader. Refused for a healthy directory unless --force, and for "
+        "a directory a running member holds.",
+    )
+    repair.add_argument("--data-dir", required=True, help="the member's data directory")
+    repair.add_argument("--force", action="store_true", help="even if the data looks healthy")
+    repair.set_defaults(handler=run_repair)
     demo = sub.add_parser("demo", help="run a short simulated cluster (no network)")
     demo.add_argument("--members", type=int, default=3)
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(handler=run_demo)
     return parser
+
+
+# --------------------------------------------------------------------------- repair
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from synod.storage.repair import RepairRefused, repair
+
+    try:
+        result = repair(args.data_dir, force=args.force)
+    except RepairRefused as error:
+        print(f"synod repair: {error}", file=sys.stderr)
+        return 1
+    print(f"moved {result.data_dir} to {result.moved_to} ({result.damage})")
+    print(
+        "restart the member with its usual flags: it starts empty and re-syncs from the "
+        "leader.\nWARNING: an empty member has forgotten the ballots it promised and the "
+        "values it accepted. Paxos stays safe through that only if the member re-joins under "
+        "a new identity (member remove, then member add, which lands with online "
+        "reconfiguration); until then, repair one member at a time, only while the other "
+        "members are healthy and a leader is stable, and see docs/operations.md."
+    )
+    return 0
 
 
 # --------------------------------------------------------------------------- serve
