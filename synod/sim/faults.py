@@ -10,9 +10,13 @@ only one-way partitions and a window of 1 explores different corners than one wi
 everything on. A named profile restricts the mix, so that tests cover every fault model.
 
 `FaultScheduler` injects the drawn faults during the safety phase and stops when the
-simulator heals the cluster for the liveness phase.
+simulator heals the cluster for the liveness phase. Partitions come in five styles:
+isolate one member, one-way cuts, a majority/minority split, a bridge member that sees both
+sides, and a gray failure (nobody hears the victim, one member cannot reach it); a share of
+partitions, clogs and crashes is aimed at the current leader.
 
-Invariants: every knob is drawn from the knobs stream only; the core's config is validated
+Invariants: every knob is drawn from the two knobs streams only (knobs added later draw from
+the second, so that older seeds keep their draws); the core's config is validated
 before any member starts; no more than `crashed_members_max` members are down at once by the
 scheduler's doing.
 """
