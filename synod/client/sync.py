@@ -88,10 +88,14 @@ class Client:
         return self.timeout_s if timeout_s is None else timeout_s
 
     def close(self) -> None:
+        """Stop keep-alives and watches and close the connections (leases are not revoked:
+        they expire after their TTL unless revoked first)."""
         if self._closed:
             return
         with contextlib.suppress(Exception):
             self._run(self.aio.close(), 5.0)
+        with contextlib.suppress(Exception):
+            self._run(_cancel_other_tasks(), 5.0)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5.0)
@@ -226,6 +230,15 @@ class Client:
         return self.aio.transport.endpoints
 
 
+async def _cancel_other_tasks() -> None:
+    """End the loop's background work (watch pumps) before the loop stops."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class Lease:
     """A lease kept alive in the background; `with` revokes it at the end."""
 
@@ -278,11 +291,12 @@ class Watcher:
         self.client = client
         self._responses: queue.Queue[rpc_pb2.WatchResponse | BaseException | object] = queue.Queue()
         self._inner: AsyncWatcher | None = None
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
         self._done = False
 
         async def start() -> None:
             self._inner = client.aio.watch(key, **options)
-            asyncio.get_running_loop().create_task(self._pump(self._inner))
+            self._task = asyncio.get_running_loop().create_task(self._pump(self._inner))
 
         client._run(start(), client.timeout_s)
 

@@ -30,7 +30,7 @@ from synod.client import (
     txn,
 )
 from synod.recipes import Broadcast, Election, FencingGuard, Lock, Queue, Semaphore
-from tests.integration.cluster import SynodCluster, free_ports
+from tests.integration.cluster import free_ports, launch
 
 pytestmark = pytest.mark.slow
 
@@ -77,28 +77,28 @@ def endpoint(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     if request.param == "synod":
-        cluster = SynodCluster(tmp_path_factory.mktemp("synod-one"), size=1, token="compat")
-        cluster.start_all()
+        cluster = launch(tmp_path_factory.mktemp("synod-one"), size=1, token="compat")
         try:
-            cluster.wait_leader()
             yield cluster.endpoints[0]
         finally:
             cluster.stop_all()
         return
     if ETCD is None:
         pytest.skip("etcd binary not on PATH (install Debian's etcd-server to run)")
-    process, address = start_etcd(tmp_path_factory.mktemp("etcd"))
-    try:
-        if not wait_ready(address, process):
-            pytest.fail("etcd did not come up")
-        yield address
-    finally:
-        process.terminate()
+    for _ in range(3):  # a picked port may be taken before etcd binds it: try new ones
+        process, address = start_etcd(tmp_path_factory.mktemp("etcd"))
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if wait_ready(address, process):
+                yield address
+                return
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    pytest.fail("etcd did not come up (see etcd.log in the temp dirs)")
 
 
 @pytest.fixture

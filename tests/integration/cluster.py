@@ -176,3 +176,23 @@ class SynodCluster:
                 pass
             time.sleep(0.05)
         raise AssertionError("no leader answered in time")
+
+
+def launch(
+    root: Path, size: int = 3, token: str = "test-cluster", attempts: int = 3
+) -> SynodCluster:
+    """A started cluster with a leader. Free ports are only free when picked: another
+    process (or an outgoing connection's ephemeral port) may take one before the member
+    binds it, so a start that fails with 'address already in use' is retried on new ports."""
+    for attempt in range(attempts):
+        cluster = SynodCluster(root / f"try{attempt}", size=size, token=token)
+        cluster.root.mkdir(parents=True, exist_ok=True)
+        cluster.start_all()
+        try:
+            cluster.wait_leader()
+            return cluster
+        except AssertionError as error:
+            cluster.stop_all()
+            if "address already in use" not in str(error) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -42,7 +42,7 @@ from synod.recipes import (
     Semaphore,
     StaleToken,
 )
-from tests.integration.cluster import SynodCluster
+from tests.integration.cluster import SynodCluster, launch
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,8 @@ TTL_S = 2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynodCluster]:
-    running = SynodCluster(tmp_path_factory.mktemp("recipes-cluster"), token="recipes")
-    running.start_all()
+    running = launch(tmp_path_factory.mktemp("recipes-cluster"), token="recipes")
     try:
-        running.wait_leader()
         yield running
     finally:
         running.stop_all()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from synod.client.ctl import main
-from tests.integration.cluster import SynodCluster
+from tests.integration.cluster import launch
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = SynodCluster(tmp_path_factory.mktemp("ctl"), size=1, token="ctl")
-    cluster.start_all()
+    cluster = launch(tmp_path_factory.mktemp("ctl"), size=1, token="ctl")
     try:
-        cluster.wait_leader()
         yield cluster.endpoints[0]
     finally:
         cluster.stop_all()
