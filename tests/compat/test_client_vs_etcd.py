@@ -11,6 +11,7 @@ skipped only when no `etcd` binary is on PATH.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -230,3 +231,25 @@ def test_election_semaphore_queue_and_broadcast(client: Client) -> None:
         positions = [channel.publish(f"m{i}") for i in range(3)]
         got = [subscription.get(5) for _ in range(3)]
     assert [m.position for m in got if m] == positions
+
+
+def test_asyncio_client_does_the_same(endpoint: str) -> None:
+    from synod.client import AsyncClient
+
+    async def scenario() -> None:
+        async with AsyncClient(endpoint, timeout_s=5.0) as client:
+            written = await client.put("async/a", "1")
+            watcher = client.watch("async/a", start_revision=written.header.revision)
+            await client.put("async/a", "2")
+            values: list[bytes] = []
+            async for response in watcher:
+                values.extend(event.kv.value for event in response.events)
+                if len(values) >= 2:
+                    watcher.cancel()
+            assert values == [b"1", b"2"]
+            lease = await client.lease(TTL_S)
+            await client.put("async/b", "x", lease=lease.id)
+            await lease.revoke()
+            assert await client.get_one("async/b") is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
