@@ -39,8 +39,11 @@ from synod.recipes.session import (
     delete_if_created_at,
 )
 
-# (lease id, key) of every lock held or being acquired in this process: reentrancy check.
+# (lease id, key) of every lock held or being acquired in this process, and (cluster, lock
+# name, thread) for the same: the reentrancy checks. A thread that asks again for a lock
+# it holds would otherwise wait for itself forever.
 _ACTIVE: set[tuple[int, bytes]] = set()
+_THREADS: set[tuple[tuple[str, ...], bytes, int]] = set()
 _ACTIVE_GUARD = threading.Lock()
 
 
@@ -66,6 +69,7 @@ class Lock:
         self._session: Session | None = None
         self._key = b""
         self._token = 0
+        self._owner: tuple[tuple[str, ...], bytes, int] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -115,6 +119,24 @@ class Lock:
         when held. The token is then in `token`."""
         if self._token or self._key:
             raise LockReentryError(f"lock {self.name!r} is already held by this Lock")
+        owner = (tuple(self.client.endpoints), self.prefix, threading.get_ident())
+        with _ACTIVE_GUARD:
+            if owner in _THREADS:
+                raise LockReentryError(
+                    f"lock {self.name!r} is already held (or awaited) by this thread; "
+                    "locks are not reentrant"
+                )
+            _THREADS.add(owner)
+        try:
+            return self._acquire(blocking, timeout_s)
+        finally:
+            if not self._token:
+                with _ACTIVE_GUARD:
+                    _THREADS.discard(owner)
+            else:
+                self._owner = owner
+
+    def _acquire(self, blocking: bool, timeout_s: float | None) -> bool:
         session = self._given_session or Session(self.client, self.ttl_s)
         key = self.prefix + f"{session.id:016x}".encode()
         with _ACTIVE_GUARD:
@@ -145,12 +167,14 @@ class Lock:
     def _abandon(self, delete_key: bool = True) -> None:
         """Forget this attempt or holding; close the session if it is ours, else delete
         the key (when `delete_key`) so that the next contender is not blocked."""
-        session, key = self._session, self._key
-        self._token, self._key, self._session = 0, b"", None
+        session, key, owner = self._session, self._key, self._owner
+        self._token, self._key, self._session, self._owner = 0, b"", None, None
         if session is None:
             return
         with _ACTIVE_GUARD:
             _ACTIVE.discard((session.id, key))
+            if owner is not None:
+                _THREADS.discard(owner)
         if self._given_session is None:
             session.close()
         elif delete_key and not session.lost:

@@ -237,8 +237,12 @@ def test_lock_refuses_reentry_with_a_clear_error(client: Client) -> None:
     with Lock(client, "locks/reentry", ttl_s=TTL_S) as lock:
         with pytest.raises(LockReentryError, match="already held"):
             lock.acquire()
+        with pytest.raises(LockReentryError, match="this thread; locks are not reentrant"):
+            Lock(client, "locks/reentry", ttl_s=TTL_S).acquire()
         assert lock.is_held()
     assert not lock.is_held()
+    with Lock(client, "locks/reentry", ttl_s=TTL_S) as again:  # released: free again
+        assert again.token > 0
 
 
 # ---------------------------------------------------------------- election
