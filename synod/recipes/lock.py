@@ -19,8 +19,8 @@ make the write a txn guarded by `lock.guard()`.
 Error handling. If the session's lease is lost (expired, revoked, unreachable cluster for a
 whole TTL), the lock is lost: `acquire` raises `SessionLost`, `is_held()` is False, and
 `check()` raises. `release` after a loss does not raise. Locks are not reentrant: acquiring
-a lock this `Lock` (or another `Lock` of the same name and session) holds raises
-`LockReentryError`.
+a lock this `Lock` holds, or that another `Lock` of the same name holds in the same thread
+or session, raises `LockReentryError`.
 """
 
 from __future__ import annotations
