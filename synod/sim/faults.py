@@ -60,6 +60,7 @@ class FaultKnobs:
     drift_every_us: int = 0
     transfer_every_us: int = 0
     leader_target_rate: float = 0.0
+    reconnect_us_max: int = 0
 
     def __post_init__(self) -> None:
         assert all(style in PARTITION_STYLES for style in self.partition_styles)
@@ -218,6 +219,10 @@ def _draw_later_faults(rng: random.Random, member_count: int, faults: FaultKnobs
     if member_count == 1:
         return faults
     changes: dict[str, object] = {"leader_target_rate": rng.choice((0.0, 0.5, 0.9))}
+    if faults.crash_every_us > 0:
+        # A restarted member's peers reconnect one by one (transport backoff), so it hears
+        # from some before others: an old leader may reach it before the new one does.
+        changes["reconnect_us_max"] = rng.choice((0, 5_000, 50_000))
     if faults.partition_styles and rng.random() < 0.5:
         changes["partition_styles"] = (*faults.partition_styles, "gray")
     if faults.crash_during_save_probability > 0:

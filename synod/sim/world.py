@@ -362,10 +362,22 @@ class World:
     def _restart(self, member_id: NodeId) -> None:
         if not self.members[member_id].up:
             self.restarts += 1
+            self._reconnect_slowly(member_id)
             self._boot(member_id)
             slot = self.members[member_id].storage.snapshot_slot
             text = f"member {member_id} restarted from its storage (snapshot at slot {slot})"
             self.life_events.append((self.loop.now_us, text))
+
+    def _reconnect_slowly(self, member_id: NodeId) -> None:
+        """Peers reach a restarted member one at a time (safety phase only)."""
+        reconnect_us_max = self.knobs.faults.reconnect_us_max
+        if reconnect_us_max == 0 or self._healed_us is not None:
+            return
+        rng = self.streams.stream("reconnect")
+        for peer in self.ids:
+            if peer != member_id:
+                until_us = self.loop.now_us + rng.randint(0, reconnect_us_max)
+                self.network.clog(peer, member_id, until_us)
 
     def _client_latency_us(self) -> int:
         return self._life_rng.randint(1, self.knobs.clients.latency_us_max)
