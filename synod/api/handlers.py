@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +53,9 @@ SNAPSHOT_PAGE_BYTES = 512
 WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
 TRANSFER_POLL_S = 0.02
 DB_SIZE_REFRESH_S = 10.0
+# Test-only, never in production: serve linearizable reads from local state without the
+# read-index round (stale reads), so the chaos harness can prove it catches the bug.
+UNSAFE_LOCAL_READS_ENV = "SYNOD_UNSAFE_LOCAL_READS"
 
 T = TypeVar("T")
 
@@ -102,6 +106,13 @@ class Handlers:
         self._client_urls = dict(config.client_urls_of)
         self._client_urls[config.name] = tuple(str(u) for u in config.advertise_client_urls)
         self._db_size_at: tuple[float, int] | None = None
+        self._unsafe_local_reads = os.environ.get(UNSAFE_LOCAL_READS_ENV, "") == "1"
+        if self._unsafe_local_reads:
+            log.warning(
+                "UNSAFE: %s=1: linearizable reads skip the read index and may be STALE; "
+                "for fault-testing only, never in production",
+                UNSAFE_LOCAL_READS_ENV,
+            )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -144,7 +155,7 @@ class Handlers:
         return result
 
     async def _barrier(self, serializable: bool = False) -> None:
-        if not serializable:
+        if not serializable and not self._unsafe_local_reads:
             await self._guard(self.member.read_barrier())
 
     @staticmethod

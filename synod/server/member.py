@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
@@ -53,6 +54,37 @@ READ_INDEX_REQUEST = 102
 READ_INDEX_GRANTED = 103
 READ_INDEX_REFUSED = 104
 WAITERS_MAX = 100_000
+DEBUG_KNOB_REREAD_S = 0.2
+
+
+class _DebugKnob:
+    """A fault-testing number, 0 (off) unless `NAME` sets it or the file named by `NAME_FILE`
+    holds it (re-read at most every 0.2 s, so a harness can change it while the member runs).
+    SYNOD_DEBUG_FSYNC_DELAY_MS slows every synced save; SYNOD_DEBUG_CLOCK_OFFSET_MS shifts the
+    leader's lease clock. See docs/chaos.md."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fixed = float(os.environ.get(name, "") or 0)
+        self.path = os.environ.get(name + "_FILE") or None
+        self.value = self.fixed
+        self.read_at = float("-inf")
+        if self.fixed or self.path:
+            log.warning(
+                "debug fault knob %s is on (fixed %s, file %s)", name, self.fixed, self.path
+            )
+
+    def get(self) -> float:
+        if self.path is None:
+            return self.fixed
+        now = time.monotonic()
+        if now - self.read_at >= DEBUG_KNOB_REREAD_S:
+            self.read_at = now
+            try:
+                self.value = float(Path(self.path).read_text().strip() or 0)
+            except (OSError, ValueError):
+                self.value = self.fixed
+        return self.value
 
 
 class NoLeader(Exception):
@@ -104,6 +136,7 @@ class _TimedStorage:
     def __init__(self, storage: DurableStorage, member: Member) -> None:
         self.storage = storage
         self.member = member
+        self.fsync_delay_ms = _DebugKnob("SYNOD_DEBUG_FSYNC_DELAY_MS")
 
     def save(
         self,
@@ -114,6 +147,8 @@ class _TimedStorage:
     ) -> None:
         started = time.perf_counter()
         self.storage.save(snapshot, entries, hard_state, sync)
+        if sync and (delay_ms := self.fsync_delay_ms.get()) > 0:
+            time.sleep(delay_ms / 1000)  # a slow disk blocks the member, as a real fsync does
         if sync:
             self.member.observer.observe_fsync(time.perf_counter() - started)
 
@@ -194,6 +229,7 @@ class Member:
         self.proposals_received = 0
         self.proposals_failed = 0
         self.started = asyncio.Event()
+        self._clock_offset_ms = _DebugKnob("SYNOD_DEBUG_CLOCK_OFFSET_MS")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,7 +330,7 @@ class Member:
     def _leader_duties(self, became_leader: bool = False) -> None:
         if self.node.role is not Role.LEADER:
             return
-        now_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000 + self._clock_offset_ms.get())
         commands = self.service.leader_duties(now_ms, became_leader)
         if commands:
             envelopes = [msgpack.packb([0, 0, command]) for command in commands]
