@@ -354,8 +354,9 @@ class AsyncClient:
         self, ttl_s: int, *, on_lost: Callable[[AsyncLease], None] | None = None
     ) -> AsyncLease:
         """Grant a lease and keep it alive in the background until revoked or closed."""
+        asked_at = asyncio.get_running_loop().time()
         granted = await self.lease_grant(ttl_s)
-        lease = AsyncLease(self, granted.ID, granted.TTL, on_lost=on_lost)
+        lease = AsyncLease(self, granted.ID, granted.TTL, on_lost=on_lost, granted_at=asked_at)
         self._leases.add(lease)
         lease.start_keep_alive()
         return lease
@@ -430,6 +431,7 @@ class AsyncLease:
         ttl_s: int,
         *,
         on_lost: Callable[[AsyncLease], None] | None = None,
+        granted_at: float | None = None,
     ) -> None:
         assert lease_id != 0 and ttl_s > 0
         self.client = client
@@ -440,9 +442,9 @@ class AsyncLease:
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
-        # The lease is safe until this loop time: renewals are sent before their answer, so
-        # the cluster's expiry is at least the send time plus the granted TTL.
-        self.safe_until = loop.time() + ttl_s
+        # The lease is safe until this loop time: the cluster's expiry is at least the time
+        # the grant (or the last answered renewal) was sent plus the TTL it granted.
+        self.safe_until = (loop.time() if granted_at is None else granted_at) + ttl_s
 
     def start_keep_alive(self) -> None:
         assert self._task is None
