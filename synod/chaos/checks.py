@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -135,7 +135,7 @@ def check_state(cluster: ChaosCluster, acked: list[AckedWrite], revision: int) -
     return StateCheck(revision, len(reference), problems)
 
 
-def check_fence(events: list[Event]) -> list[str]:
+def check_fence(events: Sequence[Event]) -> list[str]:
     """The tokens written to the fence key, in revision order, only go up."""
     tokens = [int(value) for _, key, value in events if key == FENCE_KEY.decode() and value]
     return [
