@@ -72,7 +72,32 @@ def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_lease_commands(commands)
     _add_cluster_commands(commands)
     _add_recipe_commands(commands)
+    _accept_global_options_anywhere(ctl)
     return ctl
+
+
+def _accept_global_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let `-w json`, `--endpoints` and `--command-timeout` follow the subcommand too, as
+    etcdctl allows (`synod ctl get k -w json`)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in action.choices.values():
+            sub.add_argument(
+                "-w",
+                "--write-out",
+                choices=("simple", "json"),
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+            sub.add_argument("--endpoints", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            sub.add_argument(
+                "--command-timeout",
+                type=float,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+            _accept_global_options_anywhere(sub)
 
 
 def _add_kv_commands(commands: Any) -> None:

@@ -48,3 +48,12 @@ def test_lock_options_after_the_name_are_honoured() -> None:
     args = parser.parse_args(["ctl", "lock", "jobs", "--ttl", "3", "--", "echo", "-n", "hi"])
     assert _child_command(args, {"--ttl": int, "--timeout": float}) == ["echo", "-n", "hi"]
     assert args.ttl == 3 and args.endpoints.count(",") == 2 and args.write_out == "simple"
+
+
+def test_global_options_may_follow_the_subcommand_as_with_etcdctl() -> None:
+    parser = argparse.ArgumentParser()
+    add_ctl_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ctl", "get", "k", "-w", "json", "--endpoints", "h:1"])
+    assert args.write_out == "json" and args.endpoints == "h:1"
+    args = parser.parse_args(["ctl", "-w", "json", "lease", "list"])
+    assert args.write_out == "json" and args.command_timeout == 5.0
