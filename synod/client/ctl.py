@@ -34,6 +34,15 @@ from synod.client import txn as txn_ops
 from synod.client.aio import DEFAULT_ENDPOINTS
 from synod.client.sync import Client
 
+DESCRIPTION = """\
+Talk to a Synod (or etcd v3) cluster: etcdctl's KV, lease, member and endpoint commands,
+and the coordination recipes (lock, elect, queue, barrier).
+
+Output is etcdctl's "simple" format, or JSON with -w json. Errors are one line on stderr;
+exit status 1 for a failed request, 2 for bad usage, 130 when interrupted, and the
+command's own status for `lock NAME -- CMD` and `barrier enter NAME --n N -- CMD`.
+"""
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -52,7 +61,7 @@ def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
     ctl: argparse.ArgumentParser = subparsers.add_parser(
         "ctl",
         help="talk to a cluster (etcdctl-like KV, lease, member commands and recipes)",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ctl.add_argument(
@@ -201,7 +210,7 @@ def _add_recipe_commands(commands: Any) -> None:
     elect.add_argument("-l", "--listen", action="store_true")
     elect.add_argument("--ttl", type=int, default=10)
     elect.set_defaults(run=cmd_elect)
-    queue = commands.add_parser("queue", help="work queue: push, pop, ack, nack, size, dead")
+    queue = commands.add_parser("queue", help="work queue: push, pop, ack, nack, size")
     sub = queue.add_subparsers(dest="queue_command", metavar="SUBCOMMAND", required=True)
     push = sub.add_parser("push", help="append a message")
     push.add_argument("name")
