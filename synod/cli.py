@@ -3,6 +3,7 @@
 - `synod serve`: run one member (etcd-style flags, or SYNOD_* environment variables).
 - `synod up`: a local cluster on 127.0.0.1, one `synod serve` child per member, in the
   foreground until Ctrl-C.
+- `synod ctl`: the client command line (KV, leases, members, locks, elections, queues).
 - `synod repair`: set a damaged member's data directory aside so it re-syncs.
 - `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
   simulated cluster.
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     from synod.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
+    from synod.client.ctl import add_ctl_parser
+
+    add_ctl_parser(sub)
     serve = sub.add_parser(
         "serve", help="run one member", description="Run one Synod member (etcd v3 API)."
     )
