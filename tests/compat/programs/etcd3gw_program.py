@@ -18,7 +18,7 @@ lease = client.lease(ttl=10)
 assert client.put("/gw/leased", "x", lease=lease)
 assert lease.ttl() > 0
 assert lease.refresh() > 0
-assert list(lease.keys()) == [b"/gw/leased"]  # noqa: SIM118 - a method of etcd3gw
+assert list(lease.keys()) == [b"/gw/leased"]
 assert lease.revoke()
 assert client.get("/gw/leased") == []
 
