@@ -14,7 +14,7 @@ import pytest
 from synod.sim.faults import PROFILES
 from synod.sim.world import RunOptions, World, run
 
-SAFETY_US = 800_000
+SAFETY_US = 600_000
 SEEDS = 315
 
 
