@@ -7,6 +7,7 @@ which is what the client assumes and what the clusters this benchmark starts pro
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - a one-off probe of a door
 import importlib
 import importlib.util
 import inspect
@@ -44,3 +45,20 @@ def make_client(endpoints: Sequence[str], door: str, *, timeout_s: float = 5.0) 
         module: Any = importlib.import_module(NATIVE_MODULE)
         chosen = module.NativeTransport(endpoints)
     return AsyncClient(endpoints, timeout_s=timeout_s, transport=chosen)
+
+
+async def _answers(endpoints: Sequence[str], door: str, timeout_s: float) -> bool:
+    client = make_client(endpoints, door, timeout_s=timeout_s)
+    try:
+        await client.status(endpoints[0], timeout_s=timeout_s)
+    except Exception:  # any failure means: not this door
+        return False
+    finally:
+        await client.close()
+    return True
+
+
+def door_answers(endpoints: Sequence[str], door: str, timeout_s: float = 2.0) -> bool:
+    """True if the first endpoint answers a status call through `door`."""
+    assert endpoints
+    return asyncio.run(_answers(endpoints, door, timeout_s))
