@@ -16,11 +16,11 @@ from typing import Any
 from synod.bench.clusters import LocalCluster
 from synod.bench.doors import door_answers, native_available
 from synod.bench.report import ratios, ratios_table, results_table, to_json
-from synod.bench.runner import PhaseResult, Pool, summarize_phase
+from synod.bench.runner import CLIENT_PROCS_MAX, PhaseResult, Pool, summarize_phase
 
 WORKLOAD_NAMES = ("put", "get", "txn", "watch", "lease", "lock")
 PUT_CLIENTS_DEFAULT = "1,16,64,256"
-CLIENT_PROCS_MAX = 16
+GROW_ROUNDS_MAX = 2  # a client-bound phase is rerun at most this often with more processes
 NULL_GRPC_TARGET = 0.8  # issue 8: the gRPC door's put@256 at least 0.8x the null server's
 
 
@@ -77,7 +77,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--client-procs",
         type=int,
         default=max(2, min(4, os.cpu_count() or 2)),
-        help="client processes (default: 2-4 by cores)",
+        help="client processes to start with (default: 2-4 by cores); more are added when "
+        "a phase is client-bound while cores are idle",
+    )
+    parser.add_argument(
+        "--fixed-procs",
+        dest="auto_procs",
+        action="store_false",
+        help="never add client processes",
     )
     parser.add_argument("--put-clients", default=PUT_CLIENTS_DEFAULT, help="put concurrencies")
     parser.add_argument("--keys", type=int, default=10_000, help="key space of put and get")
@@ -188,31 +195,54 @@ def measure(
         for phase in phases:
             if target.name == "null-grpc" and phase.workload != "put":
                 continue
-            specs = phase_specs(phase, common, len(pool.pids))
-            if phase.workload.startswith("get") and not preloaded:
-                specs[0]["preload"] = preloaded = True
-            try:
-                run = pool.run_phase(
-                    specs, args.seconds, target.server_pids, count_bound=phase.count_bound
+            result = None
+            for _ in range(GROW_ROUNDS_MAX + 1):
+                specs = phase_specs(phase, common, len(pool.pids))
+                if phase.workload.startswith("get") and not preloaded:
+                    specs[0]["preload"] = preloaded = True
+                try:
+                    run = pool.run_phase(
+                        specs, args.seconds, target.server_pids, count_bound=phase.count_bound
+                    )
+                except RuntimeError as error:
+                    progress(f"[{label}] {phase.workload}@{phase.concurrency}: skipped: {error}")
+                    break
+                result = summarize_phase(
+                    target=target.name,
+                    door=door,
+                    workload=phase.workload,
+                    concurrency=phase.concurrency,
+                    run=run,
+                    server_pids=target.server_pids,
+                    client_pids=pool.pids[: len(specs)],
+                    cpus=os.cpu_count() or 1,
                 )
-            except RuntimeError as error:
-                progress(f"[{label}] {phase.workload}@{phase.concurrency}: skipped: {error}")
-                continue
-            result = summarize_phase(
-                target=target.name,
-                door=door,
-                workload=phase.workload,
-                concurrency=phase.concurrency,
-                run=run,
-                server_pids=target.server_pids,
-                client_pids=pool.pids[: len(specs)],
-                cpus=os.cpu_count() or 1,
-            )
-            progress(describe(result, label))
-            results.append(result)
+                progress(describe(result, label))
+                if not _grow_for(result, phase, pool, len(specs), args):
+                    break
+            if result is not None:
+                results.append(result)
     finally:
         pool.close_clients()
     return results
+
+
+def _grow_for(
+    result: PhaseResult, phase: Phase, pool: Pool, used: int, args: argparse.Namespace
+) -> bool:
+    """Add client processes, and say to run the phase again, when the client was the
+    bottleneck with every process in use and cores left idle (more processes can only
+    help then). Lease phases keep their leases in the processes that granted them: never."""
+    if not args.auto_procs or result.saturated != "client" or phase.workload.startswith("lease"):
+        return False
+    room = CLIENT_PROCS_MAX - len(pool.pids)
+    idle_cores = (1.0 - result.machine_util) * (os.cpu_count() or 1)
+    if used < len(pool.pids) or room <= 0 or idle_cores < 0.5:
+        return False
+    added = min(room, max(1, int(idle_cores)))
+    progress(f"client-bound with {idle_cores:.1f} cores idle: {added} more client process(es)")
+    pool.grow(added)
+    return True
 
 
 def _doors(target: Target, wanted: str) -> list[str]:

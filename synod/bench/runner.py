@@ -20,6 +20,7 @@ RESULT_GRACE_S = 60.0
 START_DELAY_S = 0.2
 SATURATED_UTIL = 0.9
 COUNT_BOUND_CAP_S = 120.0
+CLIENT_PROCS_MAX = 16
 
 
 @dataclass
@@ -97,10 +98,15 @@ class Pool:
     """`count` client processes (spawned, so nothing of the parent's gRPC state is shared)."""
 
     def __init__(self, count: int) -> None:
-        assert 1 <= count <= 64
-        context = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.processes: list[Any] = []
+        self.grow(count)
+
+    def grow(self, count: int) -> None:
+        """Add `count` client processes."""
+        assert count >= 1
+        assert len(self.processes) + count <= CLIENT_PROCS_MAX
+        context = multiprocessing.get_context("spawn")
         for _ in range(count):
             parent_end, child_end = context.Pipe()
             process = context.Process(target=worker_main, args=(child_end,), daemon=True)

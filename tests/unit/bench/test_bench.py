@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from synod.bench import procstat, wire
-from synod.bench.cli import Phase, Target, add_bench_parser, measure, phase_specs, plan, split
+from synod.bench.cli import (
+    Phase,
+    Target,
+    _grow_for,
+    add_bench_parser,
+    measure,
+    phase_specs,
+    plan,
+    split,
+)
 from synod.bench.clusters import PORT_BLOCK, LocalCluster, free_port_blocks
 from synod.bench.report import ratios, ratios_table, results_table, to_json
 from synod.bench.runner import PhaseResult, Pool, saturation
@@ -154,6 +163,44 @@ def test_free_port_blocks_are_disjoint() -> None:
     assert len(set(ports)) == 3 * PORT_BLOCK
 
 
+class _Process:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+class _FakePool(Pool):
+    """A pool that spawns nothing and only records growth."""
+
+    def __init__(self, count: int) -> None:
+        self.conns = []
+        self.processes = [_Process(pid) for pid in range(count)]
+
+    def grow(self, count: int) -> None:
+        self.processes += [_Process(1000 + n) for n in range(count)]
+
+
+def test_client_processes_are_added_only_when_the_client_is_the_bottleneck() -> None:
+    args = argparse.Namespace(auto_procs=True)
+    bound = _result("synod", "grpc", 1000.0, 100.0)
+    bound.saturated = "client"
+    bound.machine_util = 0.4  # 1.2 of 2 cores idle on a 2-core machine
+    pool = _FakePool(2)
+    cores = os.cpu_count() or 1
+    grew = _grow_for(bound, Phase("put", 256), pool, 2, args)
+    assert grew == (cores * 0.6 >= 0.5)
+    assert len(pool.pids) == 2 + (max(1, int(cores * 0.6)) if grew else 0)
+    pool = _FakePool(2)
+    assert not _grow_for(bound, Phase("lease-keepalive", 64), pool, 2, args)
+    assert not _grow_for(bound, Phase("put", 1), pool, 1, args)  # a process was left unused
+    bound.machine_util = 1.0
+    assert not _grow_for(bound, Phase("put", 256), pool, 2, args)  # no idle core to use
+    bound.saturated = "none"
+    bound.machine_util = 0.4
+    assert not _grow_for(bound, Phase("put", 256), pool, 2, args)
+    assert not _grow_for(bound, Phase("put", 256), pool, 2, argparse.Namespace(auto_procs=False))
+    assert len(pool.pids) == 2
+
+
 # ---------------------------------------------------------------------- output
 
 
@@ -210,7 +257,7 @@ def test_table_ratios_and_json() -> None:
 
 
 def test_tiny_put_run_against_one_synod_member_and_the_null_server() -> None:
-    args = argparse.Namespace(watch_rate=20.0, leases=100, seconds=1.0, keys=100)
+    args = argparse.Namespace(watch_rate=20.0, leases=100, seconds=1.0, keys=100, auto_procs=False)
     phases = [Phase("put", 4), Phase("get-ser", 4)]
     pool = Pool(2)
     synod = LocalCluster("synod", size=1)
