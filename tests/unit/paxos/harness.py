@@ -30,6 +30,7 @@ class MemoryStorage:
     snapshot_data: bytes = b""
     entries: dict[int, Entry] = field(default_factory=dict)
     saves: int = 0
+    synced_hard_state: HardState = field(default_factory=HardState)
 
     def save(
         self,
@@ -47,6 +48,12 @@ class MemoryStorage:
             self.entries[entry.slot] = entry
         if hard_state is not None:
             self.hard_state = hard_state
+        if sync:
+            self.synced_hard_state = self.hard_state
+
+    def lose_unsynced(self) -> None:
+        """A crash: a hard state saved without sync may not have reached the disk."""
+        self.hard_state = self.synced_hard_state
 
     def keep_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         self.snapshot_meta = meta
@@ -184,6 +191,7 @@ class Cluster:
 
     def crash(self, node_id: int) -> None:
         self.down.add(node_id)
+        self.member(node_id).storage.lose_unsynced()
 
     def restart(self, node_id: int) -> None:
         self.down.discard(node_id)

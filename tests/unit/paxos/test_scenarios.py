@@ -313,3 +313,43 @@ def test_pipelining_window_bounds_accepts_in_flight() -> None:
     cluster.deliver()
     cluster.tick_all(3)
     assert len(cluster.applied(2)) == 11
+
+
+def test_new_leader_catches_up_a_member_with_slots_chosen_before_its_ballot() -> None:
+    """Regression (simulator seed 28): slots chosen under an earlier leader keep their old
+    ballot in the new leader's log; sending them as they are broke the follower, which only
+    counts entries of the current ballot. They are resent in the current ballot."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    cluster.crash(3)
+    for number in range(5):
+        cluster.propose(1, f"old{number}".encode())
+    cluster.tick([1, 2], 2)
+    cluster.crash(1)
+    cluster.restart(3)  # empty-handed: it needs every slot from 1 on
+    cluster.elect(2)
+    old_entry = cluster.node(2).entry(Slot(1))
+    assert old_entry is not None and cluster.node(2).ballot > old_entry.ballot
+    cluster.propose(2, b"new")
+    cluster.tick([2, 3], 6)
+    assert cluster.applied(3) == [f"old{n}".encode() for n in range(5)] + [b"new"]
+
+
+def test_restarted_follower_never_reports_less_than_before() -> None:
+    """Regression (simulator seed 11): a follower counts slots it knows chosen in its match.
+    A restart used to trust only the snapshot, so the follower came back reporting less, and
+    the leader, which trusts matches to grow, never resent. Restart now trusts the durable
+    commit hint (and a follower syncs its commit slot before replies reveal it)."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    cluster.propose(1, b"a", b"b")
+    cluster.tick_all(2)  # followers learn the commit slot from a heartbeat
+    cluster.crash(1)
+    cluster.elect(3)  # member 2's match in the new ballot starts at its commit slot
+    assert cluster.node(3).leader == 3
+    cluster.crash(2)
+    cluster.restart(2)
+    cluster.propose(3, b"c")
+    cluster.tick([2, 3], 6)
+    assert cluster.applied(3) == [b"a", b"b", b"c"]
+    assert cluster.applied(2) == [b"a", b"b", b"c"]
