@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         default=2379,
-        help="first client port (default 2379: clients 2379, 22379, 32379; peers +1)",
+        help="first client port (default 2379: clients 2379, 22379, 32379; peers +1; "
+        "native door +2)",
     )
     up.set_defaults(handler=run_up)
     repair = sub.add_parser(
@@ -133,6 +134,11 @@ class LocalMember:
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
+    @property
+    def native_url(self) -> str:
+        """Synod's native client door: two above the client port (the peer port is one)."""
+        return f"http://127.0.0.1:{self.client_port + 2}"
+
 
 def local_members(count: int, base_port: int, data_dir: Path) -> list[LocalMember]:
     """etcd's local layout: clients on base, base+20000, base+30000, ...; peers one up."""
@@ -169,6 +175,8 @@ def serve_command(member: LocalMember, members: list[LocalMember], token: str) -
         token,
         "--initial-cluster-client-urls",
         client_urls,
+        "--listen-native-url",
+        member.native_url,
     ]
 
 
@@ -205,7 +213,7 @@ def run_up(args: argparse.Namespace) -> int:
         return 2
     data_dir = Path(args.data_dir).absolute()
     members = local_members(args.members, args.base_port, data_dir)
-    if args.base_port < 1 or members[-1].peer_port > PORT_MAX:
+    if args.base_port < 1 or members[-1].client_port + 2 > PORT_MAX:
         print("synod up: --base-port leaves no room for the members' ports", file=sys.stderr)
         return 2
     try:
@@ -227,7 +235,10 @@ def run_up(args: argparse.Namespace) -> int:
                 start_new_session=True,
             )
         children.append((member, process))
-        print(f"{member.name}: client {member.client_url}  peer {member.peer_url}  log {log_path}")
+        print(
+            f"{member.name}: client {member.client_url}  peer {member.peer_url}  "
+            f"native {member.native_url}  log {log_path}"
+        )
     endpoints = ",".join(f"127.0.0.1:{m.client_port}" for m in members)
     try:
         status = _wait_ready(children, stop, endpoints)

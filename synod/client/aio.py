@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from synod.api.proto.etcdserverpb import rpc_pb2
 from synod.api.proto.mvccpb import kv_pb2
 from synod.client import errors
-from synod.client.grpc_transport import GrpcTransport
+from synod.client.native_transport import make_transport
 from synod.client.transport import Stream, Transport
 from synod.client.txn import is_retry_safe, prefix_end, to_bytes
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINTS = ("127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379")
 TIMEOUT_S_DEFAULT = 5.0
+TRANSPORT_DEFAULT = "auto"
 # A retry-safe call gives each member at most this share of its deadline, so that a
 # member stuck behind a dead leader does not eat the whole deadline.
 ATTEMPT_SHARE = 0.4
@@ -58,10 +59,17 @@ class AsyncClient:
         endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS,
         *,
         timeout_s: float = TIMEOUT_S_DEFAULT,
-        transport: Transport | None = None,
+        transport: Transport | str = TRANSPORT_DEFAULT,
+        native_endpoints: Sequence[str] | None = None,
     ) -> None:
+        """`transport`: a `Transport`, or 'native' (Synod's native door), 'grpc' (etcd's
+        API) or 'auto' (native where the members answer on it, else gRPC);
+        `native_endpoints`: the members' native doors, one per endpoint (default: each
+        endpoint's port + 2)."""
         assert timeout_s > 0, "a deadline must be positive"
-        self.transport: Transport = transport or GrpcTransport(endpoints)
+        if isinstance(transport, str):
+            transport = make_transport(transport, endpoints, native_endpoints)
+        self.transport: Transport = transport
         self.timeout_s = timeout_s
         self._rng = random.Random()
         self._closed = False

@@ -21,6 +21,7 @@ from synod.client import errors
 from synod.client.aio import (
     DEFAULT_ENDPOINTS,
     TIMEOUT_S_DEFAULT,
+    TRANSPORT_DEFAULT,
     AsyncClient,
     AsyncLease,
     AsyncWatcher,
@@ -41,7 +42,11 @@ class Client:
         *,
         timeout_s: float = TIMEOUT_S_DEFAULT,
         transport_factory: Callable[[], Transport] | None = None,
+        transport: str = TRANSPORT_DEFAULT,
+        native_endpoints: Sequence[str] | None = None,
     ) -> None:
+        """`transport` and `native_endpoints` as for `AsyncClient`; `transport_factory`
+        (called on the client's loop) overrides them."""
         self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -51,8 +56,13 @@ class Client:
         self._closed = False
 
         async def make() -> AsyncClient:
-            transport = transport_factory() if transport_factory is not None else None
-            return AsyncClient(endpoints, timeout_s=timeout_s, transport=transport)
+            chosen = transport_factory() if transport_factory is not None else transport
+            return AsyncClient(
+                endpoints,
+                timeout_s=timeout_s,
+                transport=chosen,
+                native_endpoints=native_endpoints,
+            )
 
         try:
             self.aio: AsyncClient = self._run(make(), None)

@@ -29,6 +29,8 @@ from synod.api.front_door import start_etcd_client_port
 from synod.api.grpc_server import start_grpc
 from synod.api.handlers import Handlers
 from synod.api.metrics import SynodMetrics, member_sampler
+from synod.api.native import start_native_door
+from synod.api.proto.native_wire import NATIVE_PORT_OFFSET
 from synod.paxos.config import Config as CoreConfig
 from synod.paxos.config import ConfigError as CoreConfigError
 from synod.server.config import (
@@ -48,6 +50,7 @@ MEMBER_FILE = "synod-member"
 PROGRESS_NOTIFY_INTERVAL_S = 10.0  # etcd: 10 minutes; shorter is allowed and cheaper to test
 STOP_GRACE_S = 1.0
 EVENT_LOOP_ENV = "SYNOD_EVENT_LOOP"
+PORT_MAX = 65535
 
 
 class StartError(Exception):
@@ -91,6 +94,12 @@ FLAGS = (
         "initial-cluster-client-urls",
         "",
         "Synod only: NAME=CLIENT_URL,... of the other members, for member list",
+    ),
+    Flag(
+        "listen-native-url",
+        "",
+        "Synod only: URL for Synod's native client door, on the host of the first client URL "
+        "(default: its port + 2; 'off': none)",
     ),
     Flag("heartbeat-interval", "100", "time of one heartbeat (a core tick), in ms"),
     Flag("election-timeout", "1000", "election timeout in ms"),
@@ -174,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         core.validate()
     except CoreConfigError as error:
         raise ConfigError(str(error)) from error
+    native_port = _native_port(args.listen_native_url, listen_clients[0])
     return ServerConfig(
         name=name,
         data_dir=args.data_dir.strip() or f"{name}.synod",
@@ -187,7 +197,27 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         snapshot_every_slots=_int_flag(args.snapshot_count, "snapshot-count", 1),
         core=core,
         client_urls_of=_client_urls_of(args.initial_cluster_client_urls),
+        native_port=native_port,
     )
+
+
+def _native_port(text: str, first_client: Url) -> int | None:
+    """The native door's port: beside the first client URL unless given; None when 'off'."""
+    text = text.strip()
+    if text.lower() in ("off", "none"):
+        return None
+    if not text:
+        if not first_client.port:
+            return 0
+        port = first_client.port + NATIVE_PORT_OFFSET
+        return port if port <= PORT_MAX else None
+    url = Url.parse(text)
+    if url.host != first_client.host:
+        raise ConfigError(
+            f"--listen-native-url {text!r} must be on the host of the first client URL "
+            f"({first_client.host})"
+        )
+    return url.port
 
 
 # --------------------------------------------------------------------------- data dir
@@ -289,6 +319,13 @@ async def run_member(
                 doors.append(await client_door(handlers, _address(url)))
             except OSError as error:
                 raise StartError(f"cannot listen for clients on {url}: {error}") from error
+        if config.native_port is not None:
+            native_host = config.listen_client_urls[0].host
+            try:
+                doors.append(await start_native_door(handlers, (native_host, config.native_port)))
+            except OSError as error:
+                # clients fall back to gRPC without it: a busy port is worth a loud line only
+                log.error("native door NOT serving on port %d: %s", config.native_port, error)
         progress = asyncio.create_task(_progress_notifier(service, progress_interval_s))
         log.info(
             "member %s (%016x) of cluster %016x serving clients on %s",
