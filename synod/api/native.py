@@ -10,7 +10,8 @@ client). This module owns the server side and keeps these rules:
   request runs as a task, and response frames produced in one loop iteration leave in one
   `transport.write`.
 - Everything a client can make the server hold is bounded: a frame's size, requests in
-  flight per connection (reading pauses at IN_FLIGHT_MAX and resumes at half), streams per
+  flight per connection (frames beyond IN_FLIGHT_MAX wait, undecoded work and unread bytes,
+  and reading resumes when half are done), streams per
   connection, and a slow reader (reading pauses while the send buffer is full; a watch
   stream that falls too far behind is ended by its session).
 - A connection that breaks the protocol (a frame too large, an unknown method or flag,
@@ -23,6 +24,7 @@ client). This module owns the server side and keeps these rules:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -171,6 +173,7 @@ class NativeConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.buffer = bytearray()
+        self.waiting: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
         self.calls: dict[int, asyncio.Task[None]] = {}
         self.streams: dict[int, _Stream] = {}
         self.writable = asyncio.Event()
@@ -199,11 +202,18 @@ class NativeConnection(asyncio.Protocol):
             return
         self.buffer += data
         try:
-            frames = wire.decode_frames(self.buffer, wire.SERVER_FRAME_BYTES_MAX)
-            for request_id, method, flags, body in frames:
-                self._on_frame(request_id, method, flags, body)
-                if self._closed:
-                    return
+            self.waiting.extend(wire.decode_frames(self.buffer, wire.SERVER_FRAME_BYTES_MAX))
+        except wire.FrameError as error:
+            self.refuse(str(error))
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Handle the frames read so far while fewer than IN_FLIGHT_MAX calls run; the rest
+        wait here (reading pauses) until calls finish."""
+        try:
+            while self.waiting and len(self.calls) < IN_FLIGHT_MAX and not self._closed:
+                self._on_frame(*self.waiting.popleft())
         except wire.FrameError as error:
             self.refuse(str(error))
             return
@@ -223,6 +233,7 @@ class NativeConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.door.connections.discard(self)
+        self.waiting.clear()
         for task in list(self.calls.values()):
             task.cancel()
         self.calls.clear()
@@ -300,7 +311,7 @@ class NativeConnection(asyncio.Protocol):
             if self.calls.get(request_id) is asyncio.current_task():
                 del self.calls[request_id]
         self.send(request_id, method.code, flags, body)
-        self._pace()
+        self._drain()
 
     # ------------------------------------------------------------------ output
 
@@ -324,15 +335,11 @@ class NativeConnection(asyncio.Protocol):
         """Stop reading while too many requests are in flight or the client does not read."""
         if self._closed or self.transport is None:
             return
-        busy = len(self.calls) >= IN_FLIGHT_MAX or not self.writable.is_set()
+        busy = bool(self.waiting) or not self.writable.is_set()
         if busy and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
-        elif (
-            self._reading_paused
-            and self.writable.is_set()
-            and len(self.calls) <= IN_FLIGHT_MAX // 2
-        ):
+        elif self._reading_paused and not busy and len(self.calls) <= IN_FLIGHT_MAX // 2:
             self._reading_paused = False
             self.transport.resume_reading()
 

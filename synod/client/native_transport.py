@@ -152,6 +152,8 @@ class NativeStream(Generic[Req, Resp]):
             connection = await self._transport._connect(self._endpoint, CONNECT_TIMEOUT_S)
             if self._cancelled:
                 raise errors.Cancelled("stream cancelled", errors.CANCELLED, self._endpoint)
+            if not connection.open:
+                raise errors.Unavailable(str(connection.lost.result()), 0, self._endpoint)
             self._connection = connection
             self._id = self._transport._next_id()
             connection.streams[self._id] = cast("NativeStream[Message, Message]", self)
@@ -260,7 +262,7 @@ class NativeTransport:
         if pending is None:
             pending = asyncio.ensure_future(self._open(endpoint))
             self._connecting[endpoint] = pending
-            pending.add_done_callback(lambda _: self._connecting.pop(endpoint, None))
+            pending.add_done_callback(lambda done: self._opened(endpoint, done))
         try:
             async with asyncio.timeout(max(0.001, min(timeout_s, CONNECT_TIMEOUT_S))):
                 return await asyncio.shield(pending)
@@ -270,6 +272,11 @@ class NativeTransport:
                 errors.UNAVAILABLE,
                 endpoint,
             ) from None
+
+    def _opened(self, endpoint: str, done: asyncio.Future[_Connection]) -> None:
+        self._connecting.pop(endpoint, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure every waiter gave up on is not logged
 
     async def _open(self, endpoint: str) -> _Connection:
         address = self._address(endpoint)
@@ -324,6 +331,8 @@ class NativeTransport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.001)
         connection = await self._connect(target, timeout_s)
+        if not connection.open:  # lost while this call resumed: nothing was sent
+            raise errors.Unavailable(str(connection.lost.result()), errors.UNAVAILABLE, target)
         request_id = self._next_id()
         future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         connection.calls[request_id] = future

@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 import uvloop
 
+from synod.api import native
 from synod.api.errors import EtcdError, StatusCode
 from synod.api.handlers import Handlers
 from synod.api.native import NativeDoor, start_native_door
@@ -177,6 +178,27 @@ def test_many_pipelined_requests_share_one_connection_and_answer_out_of_order(uv
         await client.close()
 
     run(test, uv)
+
+
+def test_requests_beyond_the_in_flight_bound_wait_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "IN_FLIGHT_MAX", 4)
+
+    async def test(door: NativeDoor, handlers: FakeHandlers) -> None:
+        client = transport(door)
+        puts = [
+            asyncio.ensure_future(client.call("Put", rpc_pb2.PutRequest(value=b"slow"), 10))
+            for _ in range(20)
+        ]
+        while not door.connections or not next(iter(door.connections)).waiting:
+            await asyncio.sleep(0.01)
+        connection = next(iter(door.connections))
+        assert len(connection.calls) == 4
+        handlers.gate.set()
+        assert len(await asyncio.gather(*puts)) == 20
+        assert not connection.calls and not connection.waiting
+        await client.close()
+
+    run(test)
 
 
 def test_an_etcd_error_reaches_the_client_with_its_code_and_message() -> None:
