@@ -51,6 +51,7 @@ class ChaosMember:
     client_port: int
     peer_port: int
     proxy_port: int
+    native_port: int
     root: Path
     popen: subprocess.Popen[bytes] | None = None
     paused: bool = False
@@ -94,14 +95,17 @@ class ChaosCluster:
     def __post_init__(self) -> None:
         assert self.size in (1, 3, 5, 7), "an odd cluster size"
         self.root.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(3 * self.size)
+        # Every port given explicitly, the native door's too: its default (client port + 2)
+        # could be another member's port.
+        ports = free_ports(4 * self.size)
         for index in range(self.size):
             self.members.append(
                 ChaosMember(
                     f"m{index}",
-                    client_port=ports[3 * index],
-                    peer_port=ports[3 * index + 1],
-                    proxy_port=ports[3 * index + 2],
+                    client_port=ports[4 * index],
+                    peer_port=ports[4 * index + 1],
+                    proxy_port=ports[4 * index + 2],
+                    native_port=ports[4 * index + 3],
                     root=self.root,
                 )
             )
@@ -140,6 +144,7 @@ class ChaosCluster:
             "--name", member.name,
             "--data-dir", str(member.data_dir),
             "--listen-client-urls", f"http://{member.endpoint}",
+            "--listen-native-url", f"http://127.0.0.1:{member.native_port}",
             "--listen-peer-urls", f"http://127.0.0.1:{member.peer_port}",
             "--initial-advertise-peer-urls", self._peer_url(member),
             "--initial-cluster", peers,
