@@ -140,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start_all()
         try:
             cluster.wait_leader()
-            print(f"3 members, {os.cpu_count()} CPUs, {args.seconds:g} s per figure")
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"3 members, {os.cpu_count()} CPUs, load average {load}, {args.seconds:g} s each")
             print("µs are CPU microseconds per request; servers = the three members summed")
             print(HEADER, flush=True)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(measure(cluster, args.seconds, levels))
+            print("load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         finally:
             cluster.stop_all()
     return 0
