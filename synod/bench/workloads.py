@@ -28,6 +28,7 @@ from synod.client.errors import ClientError
 PRELOAD_BATCH = 64
 PRELOAD_CONCURRENCY = 8
 WATCH_CREATE_TIMEOUT_S = 30.0
+WRITES_PENDING_MAX = 100
 
 
 class Recorder:
@@ -177,18 +178,33 @@ class WatchFanOut(Workload):
                         raise ClientError(f"watch refused: {response.cancel_reason}")
                     created += 1 if response.created else 0
         self.next_put_at = 0.0
+        self.pending: set[asyncio.Task[Any]] = set()
 
     async def one(self, task: int) -> bool:
+        """The writer is open-loop: a put leaves every 1/watch_rate s whether or not the
+        previous one was answered (at most WRITES_PENDING_MAX outstanding), so a slow put
+        does not lower the event rate the watchers see."""
         if self.spec["worker"] != 0 or task != 0:
             return False
         now = time.monotonic()
         self.next_put_at = max(self.next_put_at, now)
-        stamp = str(time.monotonic_ns()).encode()
-        await self.clients[0].put(self.watch_key, stamp)
-        self.extra["puts"] += 1
+        if len(self.pending) < WRITES_PENDING_MAX:
+            stamp = str(time.monotonic_ns()).encode()
+            put = asyncio.get_running_loop().create_task(self.clients[0].put(self.watch_key, stamp))
+            self.pending.add(put)
+            put.add_done_callback(self._put_done)
+        else:
+            self.extra["puts_skipped"] += 1
         self.next_put_at += 1.0 / self.spec["watch_rate"]
         await asyncio.sleep(max(0.0, self.next_put_at - time.monotonic()))
         return True
+
+    def _put_done(self, put: asyncio.Task[Any]) -> None:
+        self.pending.discard(put)
+        if put.cancelled() or put.exception() is not None:
+            self.extra["puts_failed"] += 1
+        else:
+            self.extra["puts"] += 1
 
     async def background(self, recorder: Recorder) -> None:
         async def receive(stream: Stream[rpc_pb2.WatchRequest, rpc_pb2.WatchResponse]) -> None:
@@ -214,6 +230,8 @@ class WatchFanOut(Workload):
             raise error
 
     async def teardown(self) -> None:
+        for put in list(self.pending):
+            put.cancel()
         for stream in self.streams:
             stream.cancel()
 
