@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.integration.cluster import SynodCluster
+from tests.integration.cluster import MemberProcess, SynodCluster
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,14 @@ DOWN_S = 0.2
 WRITE_TIMEOUT_S = 1.0
 CATCH_UP_TIMEOUT_S = 30.0
 PREFIX = b"durable/"
+
+
+class Cluster(SynodCluster):
+    """The shared test cluster without the native door, whose default port (client port + 2)
+    could be another member's; the writers use gRPC."""
+
+    def command(self, member: MemberProcess) -> list[str]:
+        return [*super().command(member), "--listen-native-url", "off"]
 
 
 class Writers:
@@ -116,7 +124,7 @@ def wait_holds(endpoint: str, expected: dict[bytes, bytes]) -> None:
 
 
 def test_acknowledged_writes_survive_twenty_sigkills(tmp_path: Path) -> None:
-    cluster = SynodCluster(tmp_path, size=3, token="kill9")
+    cluster = Cluster(tmp_path, size=3, token="kill9")
     rng = random.Random(9)
     writers = Writers(cluster.endpoints, count=2)
     started = time.monotonic()
