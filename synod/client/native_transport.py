@@ -415,8 +415,12 @@ class _DeferredStream(Generic[Req, Resp]):
 
 
 class AutoTransport:
-    """Synod's native door where the members have one, else etcd's gRPC API: decided once,
-    at first use, by a hello to every endpoint's native door (PROBE_TIMEOUT_S)."""
+    """Synod's native door where the members have one, else etcd's gRPC API.
+
+    Until decided, each call first sends a hello to every endpoint's native door
+    (PROBE_TIMEOUT_S): an answer settles on the native transport; otherwise the call goes
+    over gRPC, and its success settles on gRPC (a member answered, without a native door).
+    So a client started while the whole cluster is down does not settle on gRPC."""
 
     def __init__(
         self, endpoints: str | Sequence[str], native_endpoints: Sequence[str] | None = None
@@ -434,18 +438,20 @@ class AutoTransport:
         return "native" if self._chosen is self._native else "grpc"
 
     async def decide(self) -> Transport:
+        """The transport to use now: the settled one, else native if it answers a probe
+        (then settled), else gRPC for this call only."""
         if self._chosen is not None:
             return self._chosen
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._chosen is None:
-                if await self._native.probe():
-                    self._chosen = self._native
-                else:
-                    await self._native.close()
-                    self._chosen = self._grpc
-        return self._chosen
+            if self._chosen is None and await self._native.probe():
+                self._chosen = self._native
+        return self._chosen or self._grpc
+
+    def _settle_on_grpc(self) -> None:
+        if self._chosen is None:
+            self._chosen = self._grpc
 
     @property
     def endpoints(self) -> Sequence[str]:
@@ -464,7 +470,10 @@ class AutoTransport:
         self, method: str, request: Message, timeout_s: float, endpoint: str | None = None
     ) -> Message:
         chosen = await self.decide()
-        return await chosen.call(method, request, timeout_s, endpoint)
+        response = await chosen.call(method, request, timeout_s, endpoint)
+        if chosen is self._grpc:
+            self._settle_on_grpc()
+        return response
 
     def watch(
         self, endpoint: str | None = None
