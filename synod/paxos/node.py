@@ -800,6 +800,7 @@ class Node:
                 # follower counts only entries of our ballot, and proposing a chosen value
                 # again in a higher ballot is always safe.
                 entries = [e if e.ballot == ballot else e.with_ballot(ballot) for e in entries]
+            progress.commit_sent = self._commit_slot
             self._messages.append(
                 Accept(
                     self.node_id,
@@ -814,16 +815,20 @@ class Node:
 
     def _broadcast_heartbeat(self) -> None:
         for peer in sorted(self._peers):
-            self._messages.append(
-                Accept(
-                    self.node_id,
-                    peer,
-                    self._promised,
-                    (),
-                    self._commit_slot,
-                    self._read_round_sent,
-                )
+            self._send_heartbeat(peer, self._peers[peer])
+
+    def _send_heartbeat(self, peer: NodeId, progress: PeerProgress) -> None:
+        progress.commit_sent = self._commit_slot
+        self._messages.append(
+            Accept(
+                self.node_id,
+                peer,
+                self._promised,
+                (),
+                self._commit_slot,
+                self._read_round_sent,
             )
+        )
 
     def _maybe_send_timeout_now(self) -> None:
         target = self._transfer_target
@@ -876,6 +881,10 @@ class Node:
             progress = self._peers[peer]
             if progress.next_slot <= self._log.last_slot:
                 self._send_accepts(peer, progress)
+            if progress.commit_sent < self._commit_slot:
+                # Tell followers at once (not at the next heartbeat) that slots are chosen:
+                # a write forwarded by a follower is answered when the follower applies it.
+                self._send_heartbeat(peer, progress)
 
     def _store(self, entry: Entry) -> None:
         self._log.store(entry)

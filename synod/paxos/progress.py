@@ -20,6 +20,7 @@ class PeerProgress:
     probing: bool = True
     recently_active: bool = False
     read_round: int = 0
+    commit_sent: Slot = Slot(0)  # noqa: RUF009 - NewType call is free
     ticks_since_progress: int = 0
     snapshot_pending: bool = False
     snapshot_elapsed: int = 0

@@ -353,3 +353,13 @@ def test_restarted_follower_never_reports_less_than_before() -> None:
     cluster.tick([2, 3], 6)
     assert cluster.applied(3) == [b"a", b"b", b"c"]
     assert cluster.applied(2) == [b"a", b"b", b"c"]
+
+
+def test_followers_learn_the_commit_slot_without_waiting_for_a_heartbeat() -> None:
+    """A follower answers a write it forwarded once it applies it: the leader tells the
+    followers a slot is chosen as soon as it knows, not one heartbeat interval later."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    cluster.propose(1, b"x")  # delivers messages until quiet, with no tick at all
+    assert cluster.applied(2) == [b"x"]
+    assert cluster.applied(3) == [b"x"]
