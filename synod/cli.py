@@ -4,6 +4,7 @@
 - `synod up`: a local cluster on 127.0.0.1, one `synod serve` child per member, in the
   foreground until Ctrl-C.
 - `synod ctl`: the client command line (KV, leases, members, locks, elections, queues).
+- `synod chaos`: the fault harness against a real cluster; `synod bench`: benchmarks.
 - `synod repair`: set a damaged member's data directory aside so it re-syncs.
 - `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
   simulated cluster.
@@ -35,9 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     from synod.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
+    from synod.bench.cli import add_bench_parser
+    from synod.chaos.cli import add_chaos_parser
     from synod.client.ctl import add_ctl_parser
 
     add_ctl_parser(sub)
+    add_chaos_parser(sub)
+    add_bench_parser(sub)
     serve = sub.add_parser(
         "serve", help="run one member", description="Run one Synod member (etcd v3 API)."
     )

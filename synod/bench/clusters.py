@@ -7,11 +7,11 @@ from __future__ import annotations
 import random
 import shutil
 import signal
-import socket  # noqa: TID251 - free loopback ports for the clusters the benchmark starts
+import socket
 import subprocess
 import sys
 import tempfile
-import time  # noqa: TID251 - readiness deadlines
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

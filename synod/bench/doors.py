@@ -7,7 +7,7 @@ which is what the client assumes and what the clusters this benchmark starts pro
 
 from __future__ import annotations
 
-import asyncio  # noqa: TID251 - a one-off probe of a door
+import asyncio
 import importlib
 import importlib.util
 import inspect

@@ -8,7 +8,7 @@ any Python gRPC door (`synod bench --null-grpc`).
 from __future__ import annotations
 
 import argparse
-import asyncio  # noqa: TID251 - this module is a server: it owns its event loop
+import asyncio
 import signal
 from typing import Any
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import time  # noqa: TID251 - phase windows on the monotonic clock
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection

@@ -9,9 +9,9 @@ are kept per (endpoints, door) across phases until {"cmd": "close"}; {"cmd": "ex
 
 from __future__ import annotations
 
-import asyncio  # noqa: TID251 - client processes run asyncio
+import asyncio
 import contextlib
-import time  # noqa: TID251 - latencies are measured on the monotonic clock
+import time
 from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any

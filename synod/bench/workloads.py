@@ -15,10 +15,10 @@ tasks (watch receivers) and `teardown()`.
 
 from __future__ import annotations
 
-import asyncio  # noqa: TID251 - client processes run asyncio
+import asyncio
 import os
 import random
-import time  # noqa: TID251 - latencies are measured on the monotonic clock
+import time
 from collections import Counter
 from typing import Any, ClassVar
 

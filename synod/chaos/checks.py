@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """The checks after a chaos run, once the cluster healed: every member's full change history
 (a watch from revision 1) is read at one final revision and compared; the acknowledged writes
 must all be in it; the Maintenance HashKV of every member at that revision must agree; the

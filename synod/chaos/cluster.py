@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """A real cluster for fault testing: `synod serve` processes on loopback, each behind a
 fault-injecting peer proxy, with the process faults (SIGKILL and restart, SIGSTOP/SIGCONT)
 and the debug knobs (fsync delay, lease clock offset) the nemesis drives.

@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """The nemesis: injects one fault at a time into a `ChaosCluster` for a bounded time, heals
 it, and keeps a timeline of what it did and when.
 

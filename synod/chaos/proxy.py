@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """The fault-injecting peer proxy: one listener in front of every member's peer port.
 
 Each member advertises its proxy's address as its peer URL, so every peer connection to

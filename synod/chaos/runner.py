@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """One chaos run: start a cluster behind proxies, run the workloads, let the nemesis inject
 faults for the asked duration, heal, wait for recovery, then check linearizability of the
 register history, that no acknowledged write is missing, that every member converged, and

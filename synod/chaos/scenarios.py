@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads
 """Directed chaos scenarios: one fault placed where a known bug must show, so that a test can
 prove the harness catches it (and that the correct server passes the same scenario).
 

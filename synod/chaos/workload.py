@@ -1,4 +1,3 @@
-# ruff: noqa: TID251 -- the harness drives real processes: clocks, sockets, threads, asyncio
 """Client workloads against a real cluster, recording what each client asked, when, and what
 it was told, for the linearizability checker and the durability and fencing checks.
 
