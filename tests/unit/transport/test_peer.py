@@ -7,6 +7,9 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+import uvloop
+
 from synod.transport.codec import encode_frame
 from synod.transport.peer import PeerTransport
 
@@ -101,30 +104,10 @@ def test_hello_from_another_cluster_is_refused() -> None:
     asyncio.run(scenario())
 
 
-def test_restarted_peer_is_reconnected() -> None:
-    async def scenario() -> None:
-        a, b, _, got_b = make_pair()
-        await a.start()
-        await b.start()
-        await wait_until(lambda: a.connected(2))
-        await b.stop()
-        b2 = PeerTransport(2, 7, b.listen, {1: a.listen}, lambda s, items: got_b.append(items))
-        await b2.start()
-        for attempt in range(200):
-            a.send(2, [[attempt]])
-            await asyncio.sleep(0.02)
-            if got_b:
-                break
-        assert got_b, "messages flow again after the peer restarted"
-        await a.stop()
-        await b2.stop()
-
-    asyncio.run(scenario())
-
-
-def test_restarted_peer_is_reconnected_under_uvloop() -> None:
-    """uvloop reports writes to a closed peer as RuntimeError: the sender must reconnect."""
-    import uvloop
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_restarted_peer_is_reconnected(runner: str) -> None:
+    """Under both loops (uvloop reports writes to a closed peer as RuntimeError), a sender
+    whose peer went away keeps its link task alive and reconnects when the peer is back."""
 
     async def scenario() -> None:
         a, b, _, got_b = make_pair()
@@ -146,4 +129,7 @@ def test_restarted_peer_is_reconnected_under_uvloop() -> None:
         await a.stop()
         await b2.stop()
 
-    uvloop.run(scenario())
+    if runner == "uvloop":
+        uvloop.run(scenario())
+    else:
+        asyncio.run(scenario())
