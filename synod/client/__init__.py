@@ -1,8 +1,11 @@
 """Synod's Python client: synchronous (`Client`) and asyncio (`AsyncClient`) over a
-pluggable transport (etcd's gRPC API today), with endpoint failover, deadlines, retries
-only where safe, background lease keep-alive and typed errors. See docs/client.md.
+pluggable transport (Synod's native door, or etcd's gRPC API: `transport="auto"` picks
+the native door where the members serve it), with endpoint failover, deadlines, retries
+only where safe, background lease keep-alive and typed errors. See docs/client.md and
+docs/native.md.
 
-The client shares only the message definitions (synod.api.proto) with the server.
+The client shares only the message definitions and the native door's frame layout
+(synod.api.proto) with the server.
 """
 
 from synod.api.proto.etcdserverpb import rpc_pb2

@@ -326,3 +326,20 @@ def test_auto_settles_on_the_native_door_when_it_answers_and_tries_grpc_otherwis
         await fallback.close()
 
     run(test)
+
+
+# --------------------------------------------------------------------------- the flag
+
+
+def test_the_native_port_defaults_to_two_above_the_first_client_port() -> None:
+    from synod.server.config import ConfigError, Url
+    from synod.server.main import _native_port
+
+    client = Url.parse("http://127.0.0.1:2379")
+    assert _native_port("", client) == 2381
+    assert _native_port("off", client) is None
+    assert _native_port("http://127.0.0.1:9000", client) == 9000
+    assert _native_port("", Url.parse("http://127.0.0.1:0")) == 0
+    assert _native_port("", Url.parse("http://127.0.0.1:65534")) is None
+    with pytest.raises(ConfigError, match="host"):
+        _native_port("http://10.0.0.1:9000", client)
