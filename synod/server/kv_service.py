@@ -79,8 +79,7 @@ class KvService:
         due = [
             lease_id
             for lease_id in self.store.leases_due(now_ms)
-            if now_ms - self._expiry_proposed_ms.get(lease_id, -EXPIRY_RETRY_MS)
-            >= EXPIRY_RETRY_MS
+            if now_ms - self._expiry_proposed_ms.get(lease_id, -EXPIRY_RETRY_MS) >= EXPIRY_RETRY_MS
         ]
         if len(self._expiry_proposed_ms) > 4 * len(due) + 1000:
             # Forget attempts old enough to retry anyway: the map stays bounded.
