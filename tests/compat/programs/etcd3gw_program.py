@@ -24,9 +24,7 @@ assert client.get("/gw/leased") == []
 
 txn_ok = client.transaction(
     {
-        "compare": [
-            {"key": "L2d3L2E=", "result": "EQUAL", "target": "VALUE", "value": "MQ=="}
-        ],
+        "compare": [{"key": "L2d3L2E=", "result": "EQUAL", "target": "VALUE", "value": "MQ=="}],
         "success": [{"request_put": {"key": "L2d3L2E=", "value": "b25l"}}],
         "failure": [],
     }
