@@ -16,6 +16,7 @@ up: $(BIN)/synod
 
 test: $(BIN)/synod
 	$(BIN)/ruff check synod tests bench
+	$(BIN)/ruff format --check synod tests bench
 	$(BIN)/mypy synod
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 tests
