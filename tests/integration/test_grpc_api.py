@@ -31,22 +31,12 @@ from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.mvccpb import kv_pb2
 from synod.api.proto.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
+from tests.integration.cluster import free_ports
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 20.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
