@@ -47,6 +47,10 @@ class StateMachine(Protocol):
 ReadHandler = Callable[[int], None]
 
 
+def needs_persist(ready: Ready) -> bool:
+    return ready.snapshot is not None or bool(ready.entries) or ready.hard_state is not None
+
+
 class Driver:
     """Feeds a Node's Readys to storage, network and state machine, in order."""
 
@@ -76,10 +80,23 @@ class Driver:
         return rounds
 
     def handle(self, ready: Ready) -> None:
+        """Carry out one Ready synchronously: the save returns once durable."""
+        self.begin(ready)
+        if needs_persist(ready):
+            self.storage.save(ready.snapshot, ready.entries, ready.hard_state, ready.must_sync)
+        self.complete(ready)
+
+    def begin(self, ready: Ready) -> None:
+        """The part that may run before the persist: messages that reveal nothing unsaved.
+
+        A runtime that persists asynchronously calls `begin`, starts the save, and calls
+        `complete` once it is durable, completing Readys in the order they were made.
+        """
         if ready.messages:
             self.outbox.send(ready.messages)
-        if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
-            self.storage.save(ready.snapshot, ready.entries, ready.hard_state, ready.must_sync)
+
+    def complete(self, ready: Ready) -> None:
+        """The part that must wait for the persist of `ready` (and of every earlier one)."""
         if ready.persisted_messages:
             self.outbox.send(ready.persisted_messages)
         self.node.persisted(ready.number)

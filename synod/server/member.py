@@ -14,12 +14,14 @@ forwarding messages (codes 100 and up), defined here.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +32,17 @@ import msgpack
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import Message
 from synod.paxos.node import Node, Restore, Role
-from synod.paxos.ready import SnapshotInstall
+from synod.paxos.ready import Ready
 from synod.paxos.types import (
     Entry,
     EntryKind,
-    HardState,
     Membership,
     NodeId,
     Slot,
     SnapshotMeta,
 )
 from synod.server.config import ServerConfig
-from synod.server.driver import Driver
+from synod.server.driver import READY_ROUNDS_MAX, Driver, needs_persist
 from synod.storage.storage import DurableStorage
 from synod.transport.codec import WireError, decode_messages, encode_messages
 from synod.transport.peer import PeerTransport
@@ -54,6 +55,7 @@ READ_INDEX_REQUEST = 102
 READ_INDEX_GRANTED = 103
 READ_INDEX_REFUSED = 104
 WAITERS_MAX = 100_000
+STORAGE_FAILED_EXIT = 70
 DEBUG_KNOB_REREAD_S = 0.2
 
 
@@ -130,27 +132,14 @@ class _NullObserver:
         pass
 
 
-class _TimedStorage:
-    """The driver's storage, timing each synced save for the fsync histogram."""
+@dataclass
+class _Persisting:
+    """A Ready whose save is under way; Readys complete strictly in the order made."""
 
-    def __init__(self, storage: DurableStorage, member: Member) -> None:
-        self.storage = storage
-        self.member = member
-        self.fsync_delay_ms = _DebugKnob("SYNOD_DEBUG_FSYNC_DELAY_MS")
-
-    def save(
-        self,
-        snapshot: SnapshotInstall | None,
-        entries: Sequence[Entry],
-        hard_state: HardState | None,
-        sync: bool,
-    ) -> None:
-        started = time.perf_counter()
-        self.storage.save(snapshot, entries, hard_state, sync)
-        if sync and (delay_ms := self.fsync_delay_ms.get()) > 0:
-            time.sleep(delay_ms / 1000)  # a slow disk blocks the member, as a real fsync does
-        if sync:
-            self.member.observer.observe_fsync(time.perf_counter() - started)
+    ready: Ready
+    future: concurrent.futures.Future[None] | None = None
+    started: float = 0.0
+    complete_at: float | None = None
 
 
 class ReplicatedService(Protocol):
@@ -226,6 +215,8 @@ class Member:
         self._last_snapshot_slot = Slot(0)
         self.leader_changes = 0
         self.observer: Observer = _NullObserver()
+        self._persisting: deque[_Persisting] = deque()
+        self._fsync_delay_ms = _DebugKnob("SYNOD_DEBUG_FSYNC_DELAY_MS")
         self.proposals_received = 0
         self.proposals_failed = 0
         self.started = asyncio.Event()
@@ -246,13 +237,9 @@ class Member:
             self.machine.restore(restore.snapshot, snapshot_data)
         self._last_snapshot_slot = restore.snapshot.last_slot
         self.driver = Driver(
-            self.node,
-            _TimedStorage(self.storage, self),
-            self,
-            self.machine,
-            self._on_read,
-            self._on_read_failed,
+            self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
         )
+        self._loop = asyncio.get_running_loop()
         peers = {
             member_id: (spec.peer_url.host, spec.peer_url.port)
             for member_id, spec in self.config.peers().items()
@@ -305,7 +292,7 @@ class Member:
 
     def _process(self) -> None:
         self._process_scheduled = False
-        self.driver.run()
+        self._run_readys()
         self._release_remote_reads()
         self._maybe_snapshot()
         is_leader = self.node.role is Role.LEADER
@@ -314,7 +301,62 @@ class Member:
             if is_leader:
                 self.leader_changes += 1
                 self._leader_duties(became_leader=True)
-                self.driver.run()
+                self._run_readys()
+
+    def _run_readys(self) -> None:
+        """Carry out the core's Readys without waiting for the disk on the event loop.
+
+        Each Ready's messages leave and its save is queued at once (the WAL keeps saves in
+        order and syncs them in groups); the rest of the Ready (replies that reveal acceptor
+        state, the persist acknowledgement, applying, reads) runs when its save is durable,
+        in the order the Readys were made: the driver's contract, spread over time.
+        """
+        for _ in range(READY_ROUNDS_MAX):
+            self._complete_durable()
+            if not self.node.has_ready():
+                return
+            ready = self.node.ready()
+            self.driver.begin(ready)
+            persisting = _Persisting(ready)
+            if needs_persist(ready):
+                ticket = self.storage.save_async(ready.snapshot, ready.entries, ready.hard_state)
+                if ready.must_sync:
+                    persisting.started = time.perf_counter()
+                    persisting.future = self.storage.wal.durable_future(ticket)
+                    persisting.future.add_done_callback(self._on_durable)
+            self._persisting.append(persisting)
+        self._schedule_process()  # more output than one round allows: continue next turn
+
+    def _on_durable(self, _: concurrent.futures.Future[None]) -> None:
+        """Called on the WAL's thread."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: the member stopped
+            self._loop.call_soon_threadsafe(self._schedule_process)
+
+    def _complete_durable(self) -> None:
+        while self._persisting:
+            head = self._persisting[0]
+            if head.future is not None:
+                if not head.future.done():
+                    return
+                failure = head.future.exception()
+                if failure is not None:
+                    self._storage_failed(failure)
+                if head.complete_at is None:
+                    self.observer.observe_fsync(time.perf_counter() - head.started)
+                    delay_s = self._fsync_delay_ms.get() / 1000
+                    head.complete_at = self._loop.time() + delay_s
+                if self._loop.time() < head.complete_at:
+                    self._loop.call_at(head.complete_at, self._schedule_process)
+                    return
+            self._persisting.popleft()
+            self.driver.complete(head.ready)
+
+    def _storage_failed(self, failure: BaseException) -> None:
+        """An fsync failed: the page cache can no longer be trusted, so the member stops
+        at once rather than retry (issue 3); it recovers from disk when restarted."""
+        log.critical("storage failed, stopping this member: %s", failure)
+        logging.shutdown()
+        os._exit(STORAGE_FAILED_EXIT)
 
     def _maybe_snapshot(self) -> None:
         applied = self.machine.applied_slot
