@@ -1,37 +1,57 @@
-"""msgpack encoding of the core's values for the WAL, the segment checkpoints and snapshots.
-
-Owns the byte layout of every Paxos value storage persists. Each value is a msgpack array
-with its fields in a fixed order; ballots, entry kinds and memberships are spelled out as
-integers and arrays (never pickle), so the layout is readable by any msgpack decoder and
-stable across Python versions.
-
-Invariants: `decode_x(encode_x(v)) == v` for every value; decoding checks types and ranges
-and raises `CodecError` for anything else, so a record that passed its checksum but has an
-unexpected shape is reported, never half-applied.
+"""Storage's own records: which snapshot is current and the checkpoint at the head of each
+WAL segment. The core's values are encoded by `synod.paxos.codec` (re-exported here, so the
+WAL speaks one `codec` module).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
-from synod.paxos.types import (
-    Ballot,
-    Entry,
-    EntryKind,
-    HardState,
-    Membership,
-    NodeId,
-    Slot,
-    SnapshotMeta,
+from synod.paxos.codec import (
+    CodecError,
+    decode_ballot,
+    decode_entries,
+    decode_entry,
+    decode_hard_state,
+    decode_membership,
+    decode_snapshot_meta,
+    encode_ballot,
+    encode_entries,
+    encode_entry,
+    encode_hard_state,
+    encode_membership,
+    encode_snapshot_meta,
+    expect_array,
+    expect_int,
+    pack,
+    unpack,
 )
+from synod.paxos.types import HardState, Slot, SnapshotMeta
 
-
-class CodecError(ValueError):
-    """A checksummed record that does not decode to the value its type promises."""
+__all__ = [
+    "Checkpoint",
+    "CodecError",
+    "SnapshotRef",
+    "decode_ballot",
+    "decode_checkpoint",
+    "decode_entries",
+    "decode_entry",
+    "decode_hard_state",
+    "decode_membership",
+    "decode_snapshot_meta",
+    "decode_snapshot_ref",
+    "encode_ballot",
+    "encode_checkpoint",
+    "encode_entries",
+    "encode_entry",
+    "encode_hard_state",
+    "encode_membership",
+    "encode_snapshot_meta",
+    "encode_snapshot_ref",
+    "pack",
+    "unpack",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,133 +73,17 @@ class Checkpoint:
     log_last_slot: Slot
 
 
-def pack(value: object) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
-
-
-def unpack(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as error:
-        raise CodecError(f"undecodable msgpack: {error}") from error
-
-
-def _int(value: object, low: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise CodecError(f"expected an integer >= {low}, got {value!r}")
-    return value
-
-
-def _array(value: object, length: int | None = None) -> list[Any]:
-    if not isinstance(value, list) or (length is not None and len(value) != length):
-        raise CodecError(f"expected an array of {length} items, got {value!r:.80}")
-    return value
-
-
-def _node_ids(value: object) -> tuple[NodeId, ...]:
-    ids = tuple(NodeId(_int(item)) for item in _array(value))
-    if ids != tuple(sorted(set(ids))):
-        raise CodecError(f"node ids must be sorted and unique: {ids}")
-    return ids
-
-
-def encode_ballot(ballot: Ballot) -> list[int]:
-    return [ballot.round, ballot.node_id]
-
-
-def decode_ballot(value: object) -> Ballot:
-    round_, node_id = _array(value, 2)
-    return Ballot(_int(round_), NodeId(_int(node_id)))
-
-
-def encode_membership(membership: Membership) -> list[list[int]]:
-    return [list(membership.voters), list(membership.learners)]
-
-
-def decode_membership(value: object) -> Membership:
-    voters_raw, learners_raw = _array(value, 2)
-    voters, learners = _node_ids(voters_raw), _node_ids(learners_raw)
-    if not voters or set(voters) & set(learners):
-        raise CodecError(f"bad membership: voters {voters}, learners {learners}")
-    return Membership(voters, learners)
-
-
-def encode_entry(entry: Entry) -> list[Any]:
-    membership = None if entry.membership is None else encode_membership(entry.membership)
-    return [
-        entry.slot,
-        encode_ballot(entry.ballot),
-        int(entry.kind),
-        list(entry.commands),
-        membership,
-        entry.size_bytes,
-    ]
-
-
-def decode_entry(value: object) -> Entry:
-    slot, ballot, kind_raw, commands_raw, membership_raw, size_bytes = _array(value, 6)
-    try:
-        kind = EntryKind(_int(kind_raw, 1))
-    except ValueError as error:
-        raise CodecError(f"unknown entry kind {kind_raw!r}") from error
-    commands = tuple(_array(commands_raw))
-    if not all(isinstance(command, bytes) for command in commands):
-        raise CodecError("entry commands must be bytes")
-    membership = None if membership_raw is None else decode_membership(membership_raw)
-    if (kind is EntryKind.MEMBERSHIP) != (membership is not None):
-        raise CodecError(f"entry of kind {kind.name} with membership {membership}")
-    if kind is not EntryKind.COMMANDS and commands:
-        raise CodecError(f"entry of kind {kind.name} carries commands")
-    return Entry(
-        Slot(_int(slot, 1)),
-        decode_ballot(ballot),
-        kind,
-        commands,
-        membership,
-        _int(size_bytes),
-    )
-
-
-def encode_entries(entries: list[Entry] | tuple[Entry, ...]) -> bytes:
-    return pack([encode_entry(entry) for entry in entries])
-
-
-def decode_entries(payload: bytes) -> list[Entry]:
-    entries = [decode_entry(item) for item in _array(unpack(payload))]
-    for earlier, later in itertools.pairwise(entries):
-        if later.slot != earlier.slot + 1:
-            raise CodecError(f"entries not contiguous: slot {later.slot} after {earlier.slot}")
-    return entries
-
-
-def encode_hard_state(hard_state: HardState) -> list[Any]:
-    return [encode_ballot(hard_state.promised), hard_state.commit_slot]
-
-
-def decode_hard_state(value: object) -> HardState:
-    promised, commit_slot = _array(value, 2)
-    return HardState(decode_ballot(promised), Slot(_int(commit_slot)))
-
-
-def encode_snapshot_meta(meta: SnapshotMeta) -> list[Any]:
-    return [meta.last_slot, encode_membership(meta.membership)]
-
-
-def decode_snapshot_meta(value: object) -> SnapshotMeta:
-    last_slot, membership = _array(value, 2)
-    return SnapshotMeta(Slot(_int(last_slot)), decode_membership(membership))
-
-
 def encode_snapshot_ref(ref: SnapshotRef) -> list[Any]:
     return [encode_snapshot_meta(ref.meta), ref.file_name, ref.data_bytes, ref.data_crc]
 
 
 def decode_snapshot_ref(value: object) -> SnapshotRef:
-    meta, file_name, data_bytes, data_crc = _array(value, 4)
+    meta, file_name, data_bytes, data_crc = expect_array(value, 4)
     if file_name is not None and not isinstance(file_name, str):
         raise CodecError(f"snapshot file name must be a string, got {file_name!r}")
-    return SnapshotRef(decode_snapshot_meta(meta), file_name, _int(data_bytes), _int(data_crc))
+    return SnapshotRef(
+        decode_snapshot_meta(meta), file_name, expect_int(data_bytes), expect_int(data_crc)
+    )
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
@@ -193,7 +97,9 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
 
 
 def decode_checkpoint(payload: bytes) -> Checkpoint:
-    hard_state, snapshot, log_last_slot = _array(unpack(payload), 3)
+    hard_state, snapshot, log_last_slot = expect_array(unpack(payload), 3)
     return Checkpoint(
-        decode_hard_state(hard_state), decode_snapshot_ref(snapshot), Slot(_int(log_last_slot))
+        decode_hard_state(hard_state),
+        decode_snapshot_ref(snapshot),
+        Slot(expect_int(log_last_slot)),
     )

@@ -14,6 +14,15 @@ from typing import Any
 
 import msgpack
 
+from synod.paxos.codec import (
+    CodecError,
+    decode_ballot,
+    decode_entry,
+    decode_snapshot_meta,
+    encode_ballot,
+    encode_entry,
+    encode_snapshot_meta,
+)
 from synod.paxos.messages import (
     Accept,
     AcceptReply,
@@ -26,15 +35,6 @@ from synod.paxos.messages import (
     TimeoutNow,
 )
 from synod.paxos.types import Ballot, NodeId, Slot
-from synod.storage.codec import (
-    CodecError,
-    decode_ballot,
-    decode_entry,
-    decode_snapshot_meta,
-    encode_ballot,
-    encode_entry,
-    encode_snapshot_meta,
-)
 
 FRAME_HEADER = struct.Struct(">I")
 FRAME_BYTES_MAX = 64 << 20
