@@ -103,8 +103,6 @@ class Handlers:
         self.member = member
         self.service = service
         self.config = config
-        self._client_urls = dict(config.client_urls_of)
-        self._client_urls[config.name] = tuple(str(u) for u in config.advertise_client_urls)
         self._db_size_at: tuple[float, int] | None = None
         self._unsafe_local_reads = os.environ.get(UNSAFE_LOCAL_READS_ENV, "") == "1"
         if self._unsafe_local_reads:
@@ -273,22 +271,17 @@ class Handlers:
     # ------------------------------------------------------------------ cluster
 
     def _members(self) -> list[rpc_pb2.Member]:
-        membership = self.member.node.membership
-        specs = {spec.member_id: spec for spec in self.config.initial_cluster}
-        members = []
-        for member_id in membership.members:
-            spec = specs.get(member_id)
-            name = spec.name if spec is not None else ""
-            members.append(
-                rpc_pb2.Member(
-                    ID=member_id,
-                    name=name,
-                    peerURLs=[str(spec.peer_url)] if spec is not None else [],
-                    clientURLs=list(self._client_urls.get(name, ())),
-                    isLearner=member_id in membership.learners,
-                )
+        """The applied member table, as etcd lists it (unstarted members have no name)."""
+        return [
+            rpc_pb2.Member(
+                ID=info.member_id,
+                name=info.name,
+                peerURLs=list(info.peer_urls),
+                clientURLs=list(info.client_urls),
+                isLearner=info.is_learner,
             )
-        return members
+            for info in self.member.table.members
+        ]
 
     async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
         header = self.header()

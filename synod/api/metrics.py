@@ -315,7 +315,7 @@ def member_sampler(member: Member, service: KvService | None = None) -> Sampler:
         progress = _peer_progress(member) if member.is_leader else {}
         commit_slot = status["commit_slot"]
         peers = []
-        for peer_id in sorted(member.config.peers()):
+        for peer_id in member.peer_ids():
             out = outgoing.get(peer_id)
             connected = transport.connected(peer_id) if transport is not None else None
             match = getattr(progress.get(peer_id), "match_slot", None)

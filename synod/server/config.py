@@ -42,6 +42,16 @@ class PeerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinedCluster:
+    """What a joining member learned from the running cluster: its ids (assigned by
+    MemberAdd, found by peer URL) and the member table (encoded) to start from."""
+
+    cluster_id: int
+    member_id: int
+    table: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     name: str
     data_dir: str
@@ -57,9 +67,14 @@ class ServerConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     client_urls_of: tuple[tuple[str, tuple[str, ...]], ...] = ()
     native_port: int | None = None
+    # Set when this member joined a running cluster (--initial-cluster-state existing):
+    # the ids the cluster assigned and the member table it had then (encoded).
+    joined: JoinedCluster | None = None
 
     @property
     def member_id(self) -> int:
+        if self.joined is not None:
+            return self.joined.member_id
         return self.me.member_id
 
     @property
@@ -71,6 +86,8 @@ class ServerConfig:
 
     @property
     def cluster_id(self) -> int:
+        if self.joined is not None:
+            return self.joined.cluster_id
         return cluster_id_of(
             self.initial_cluster_token, [p.member_id for p in self.initial_cluster]
         )

@@ -49,6 +49,7 @@ log = logging.getLogger("synod.server")
 MEMBER_FILE = "synod-member"
 PROGRESS_NOTIFY_INTERVAL_S = 10.0  # etcd: 10 minutes; shorter is allowed and cheaper to test
 STOP_GRACE_S = 1.0
+REMOVED_EXIT_GRACE_S = 1.0
 EVENT_LOOP_ENV = "SYNOD_EVENT_LOOP"
 PORT_MAX = 65535
 
@@ -334,7 +335,7 @@ async def run_member(
             config.cluster_id,
             ", ".join(str(url) for url in config.listen_client_urls),
         )
-        await stop.wait()
+        await _until_stopped(stop, member)
         log.info("stopping member %s", config.name)
     finally:
         if progress is not None:
@@ -344,6 +345,21 @@ async def run_member(
         for door in doors:
             await door.stop(STOP_GRACE_S)
         await member.stop()
+
+
+async def _until_stopped(stop: asyncio.Event, member: Member) -> None:
+    """Return when asked to stop, or once the cluster removed this member (after a short
+    grace, so the answer to the request that removed it still leaves)."""
+    stopping = asyncio.create_task(stop.wait())
+    removed = asyncio.create_task(member.removed.wait())
+    try:
+        await asyncio.wait([stopping, removed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        removed.cancel()
+    if member.removed.is_set() and not stop.is_set():
+        log.warning("the member has been permanently removed from the cluster; exiting")
+        await asyncio.sleep(REMOVED_EXIT_GRACE_S)
 
 
 async def _serve(config: ServerConfig) -> None:

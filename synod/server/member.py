@@ -31,7 +31,7 @@ import msgpack
 
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import Message
-from synod.paxos.node import Node, Restore, Role
+from synod.paxos.node import Node, Role
 from synod.paxos.ready import Ready
 from synod.paxos.types import (
     Entry,
@@ -41,8 +41,16 @@ from synod.paxos.types import (
     Slot,
     SnapshotMeta,
 )
-from synod.server.config import ServerConfig
+from synod.server.config import ConfigError, ServerConfig, Url
 from synod.server.driver import READY_ROUNDS_MAX, Driver, needs_persist
+from synod.server.members import (
+    MemberTable,
+    TableError,
+    bootstrap_table,
+    decode_context,
+    decode_machine_snapshot,
+    encode_machine_snapshot,
+)
 from synod.storage.storage import DurableStorage
 from synod.transport.codec import WireError, decode_messages, encode_messages
 from synod.transport.peer import PeerTransport
@@ -57,6 +65,7 @@ READ_INDEX_REFUSED = 104
 WAITERS_MAX = 100_000
 STORAGE_FAILED_EXIT = 70
 DEBUG_KNOB_REREAD_S = 0.2
+REMOVED_PEER_GRACE_S = 5.0  # a removed peer stays addressed this long (hears its removal)
 
 
 class _DebugKnob:
@@ -163,38 +172,70 @@ class _PendingRead:
 
 
 class _Machine:
-    """Adapts the service to the driver's StateMachine protocol and resolves waiters."""
+    """Adapts the service to the driver's StateMachine protocol and resolves waiters.
 
-    def __init__(self, member: Member, service: ReplicatedService, membership: Membership):
+    Besides the service it keeps the replicated member table (synod/server/members.py):
+    each MEMBERSHIP entry carries the table after the change as its context.
+    """
+
+    def __init__(
+        self, member: Member, service: ReplicatedService, membership: Membership, table: MemberTable
+    ):
         self.member = member
         self.service = service
         self.applied_slot = Slot(0)
         self.membership = membership
+        self.table = table
 
     def apply(self, entry: Entry) -> None:
         assert entry.slot == self.applied_slot + 1, "entries apply in order, once"
         started = time.perf_counter()
         if entry.kind is EntryKind.MEMBERSHIP:
             assert entry.membership is not None
-            self.membership = entry.membership
-        for command in entry.commands:
-            origin, sequence, payload = msgpack.unpackb(command)
-            result = self.service.apply(payload, entry.slot)
-            if origin == self.member.member_id:
-                self.member._resolve_write(sequence, result)
+            self._apply_membership(entry.membership, entry.commands)
+        else:
+            for command in entry.commands:
+                origin, sequence, payload = msgpack.unpackb(command)
+                result = self.service.apply(payload, entry.slot)
+                if origin == self.member.member_id:
+                    self.member._resolve_write(sequence, result)
         self.applied_slot = entry.slot
         self.member.observer.observe_apply(time.perf_counter() - started)
 
+    def _apply_membership(self, membership: Membership, commands: tuple[bytes, ...]) -> None:
+        """The new configuration and its table; a missing or unreadable table (a change
+        made without one) keeps the old table made to agree with the configuration."""
+        change_id: int | None = None
+        table = self.table.conform(membership)
+        if commands:
+            try:
+                change_id, carried = decode_context(commands[0])
+            except TableError as error:
+                log.error("membership entry with an unreadable member table: %s", error)
+            else:
+                if carried.membership() == membership:
+                    table = carried
+                else:
+                    log.error("membership entry whose table disagrees with its configuration")
+        self.membership = membership
+        self.table = table
+        self.member._on_table_applied(change_id, table)
+
     def snapshot(self) -> tuple[SnapshotMeta, bytes]:
         meta = SnapshotMeta(self.applied_slot, self.membership)
-        return meta, self.service.snapshot()
+        return meta, encode_machine_snapshot(self.table, self.service.snapshot())
 
     def restore(self, meta: SnapshotMeta, data: bytes) -> None:
         started = time.perf_counter()
-        self.service.restore(data)
+        table, service_bytes = decode_machine_snapshot(data)
+        self.service.restore(service_bytes)
         self.member.observer.observe_snapshot_install(time.perf_counter() - started)
         self.applied_slot = meta.last_slot
         self.membership = meta.membership
+        if table is None or table.membership() != meta.membership:
+            table = (table or self.table).conform(meta.membership)
+        self.table = table
+        self.member._on_table_applied(None, table)
 
 
 class Member:
@@ -220,34 +261,61 @@ class Member:
         self.proposals_received = 0
         self.proposals_failed = 0
         self.started = asyncio.Event()
+        self.removed = asyncio.Event()
+        self._extra_peers: dict[int, tuple[str, int]] = {}
+        self._changes: dict[int, asyncio.Future[MemberTable]] = {}
+        self.last_heard: dict[int, float] = {}
         self._clock_offset_ms = _DebugKnob("SYNOD_DEBUG_CLOCK_OFFSET_MS")
 
     # ------------------------------------------------------------------ lifecycle
 
+    def bootstrap_table(self) -> MemberTable:
+        """The table before any MEMBERSHIP entry: the joined cluster's (a member that
+        joined a running cluster), else the one --initial-cluster describes."""
+        if self.config.joined is not None:
+            return MemberTable.decode(self.config.joined.table)
+        client_urls = dict(self.config.client_urls_of)
+        client_urls[self.config.name] = tuple(str(u) for u in self.config.advertise_client_urls)
+        return bootstrap_table(
+            ((p.member_id, p.name, str(p.peer_url)) for p in self.config.initial_cluster),
+            client_urls,
+        )
+
+    def _bootstrap_membership(self, table: MemberTable) -> Membership:
+        """A joining member starts as a learner of the configuration it learned, whatever
+        the cluster made it: it must not campaign before its log holds its own addition."""
+        membership = table.membership()
+        if self.config.joined is None or self.member_id not in membership.voters:
+            return membership
+        voters = tuple(v for v in membership.voters if v != self.member_id)
+        learners = tuple(sorted((*membership.learners, NodeId(self.member_id))))
+        return Membership(voters, learners)
+
     async def start(self) -> None:
-        voters = [peer.member_id for peer in self.config.initial_cluster]
-        bootstrap = Restore.bootstrap(voters).snapshot
+        table = self.bootstrap_table()
+        bootstrap = SnapshotMeta(Slot(0), self._bootstrap_membership(table))
         self.storage = DurableStorage.open(self.config.data_dir, bootstrap=bootstrap)
         restore, snapshot_data = self.storage.load()
         self.node = Node(
             NodeId(self.member_id), self.config.core, random.Random(self.member_id), restore
         )
-        self.machine = _Machine(self, self.service, restore.snapshot.membership)
+        self._loop = asyncio.get_running_loop()
+        self.machine = _Machine(self, self.service, restore.snapshot.membership, table)
         if snapshot_data is not None:
             self.machine.restore(restore.snapshot, snapshot_data)
         self._last_snapshot_slot = restore.snapshot.last_slot
         self.driver = Driver(
             self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
         )
-        self._loop = asyncio.get_running_loop()
-        peers = {
-            member_id: (spec.peer_url.host, spec.peer_url.port)
-            for member_id, spec in self.config.peers().items()
-        }
         listen = self.config.listen_peer_url
         self.transport = PeerTransport(
-            self.member_id, self.cluster_id, (listen.host, listen.port), peers, self._on_frame
+            self.member_id,
+            self.cluster_id,
+            (listen.host, listen.port),
+            self._peer_addresses(),
+            self._on_frame,
         )
+        self.transport.on_join_query = self._on_join_query
         await self.transport.start()
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self.started.set()
@@ -489,6 +557,7 @@ class Member:
     # ------------------------------------------------------------------ peer frames
 
     def _on_frame(self, sender: int, items: list[Any]) -> None:
+        self.last_heard[sender] = time.monotonic()
         core_items = []
         for item in items:
             if isinstance(item, list) and item and isinstance(item[0], int) and item[0] >= 100:
@@ -538,6 +607,66 @@ class Member:
             pending = self._reads.get(item[1])
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(NoLeader("etcdserver: no leader"))
+
+    # ------------------------------------------------------------------ member table
+
+    @property
+    def table(self) -> MemberTable:
+        """The member table as applied on this member."""
+        return self.machine.table
+
+    def peer_ids(self) -> list[int]:
+        """The other members of the applied table."""
+        return [m.member_id for m in self.machine.table.members if m.member_id != self.member_id]
+
+    def _peer_addresses(self) -> dict[int, tuple[str, int]]:
+        """The peer transport's address book: every member of the applied table but this
+        one, plus members leaving or being added (see `_extra_peers`)."""
+        addresses = dict(self._extra_peers)
+        for info in self.machine.table.members:
+            if info.member_id != self.member_id and info.peer_urls:
+                try:
+                    url = Url.parse(info.peer_urls[0])
+                except ConfigError:
+                    log.error("member %x has a bad peer URL %r", info.member_id, info.peer_urls)
+                    continue
+                addresses[info.member_id] = (url.host, url.port)
+        return addresses
+
+    def _on_table_applied(self, change_id: int | None, table: MemberTable) -> None:
+        """A new table is in force here: the address book follows it. A removed peer
+        stays addressed for a grace period, so it still hears of the entry removing it."""
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            for peer_id in transport.peer_ids:
+                if table.get(peer_id) is None and peer_id not in self._extra_peers:
+                    self._extra_peers[peer_id] = transport.address_of(peer_id)
+                    self._loop.call_later(REMOVED_PEER_GRACE_S, self._forget_peer, peer_id)
+            transport.set_peers(self._peer_addresses())
+        if change_id is not None:
+            self._resolve_change(change_id, table)
+        if self.member_id in table.removed:
+            self._on_removed()
+
+    def _forget_peer(self, peer_id: int) -> None:
+        if self._extra_peers.pop(peer_id, None) is not None:
+            self.transport.set_peers(self._peer_addresses())
+
+    def _resolve_change(self, change_id: int, table: MemberTable) -> None:
+        """A change this member proposed is applied (see synod/server/reconfig.py)."""
+        future = self._changes.get(change_id)
+        if future is not None and not future.done():
+            future.set_result(table)
+
+    def _on_removed(self) -> None:
+        if not self.removed.is_set():
+            log.warning("the member has been permanently removed from the cluster")
+            self.removed.set()
+
+    def _on_join_query(self, peer_url: str) -> object:
+        """A member that wants to join asks who we are: the cluster id and the table."""
+        log.info("member with peer URL %s asks to join", peer_url)
+        return [self.cluster_id, self.machine.table.encode()]
 
     # ------------------------------------------------------------------ status
 

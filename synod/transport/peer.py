@@ -8,6 +8,12 @@ sends an invalid frame is closed with a log line; nothing else is affected.
 
 Each connection starts with a hello frame `[MAGIC, cluster_id, sender_id]`; a hello from
 another cluster is refused.
+
+The address book (`set_peers`) follows the replicated member table: peers are added,
+re-addressed and removed while the transport runs. A member joining a running cluster knows
+no cluster id yet: it opens a connection with `[JOIN_MAGIC, its peer URL]` instead of a
+hello, is answered with one frame (`on_join_query`'s value), and the connection closes
+(`query_cluster`).
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ from synod.transport.codec import (
 log = logging.getLogger(__name__)
 
 MAGIC = "synod-peer-1"
+JOIN_MAGIC = "synod-join-1"
+JOIN_QUERY_TIMEOUT_S = 5.0
 QUEUED_FRAMES_MAX = 1024
 BACKOFF_S_MIN = 0.05
 BACKOFF_S_MAX = 2.0
 
 FrameHandler = Callable[[int, list[Any]], None]
+JoinHandler = Callable[[str], object]
 
 
 @dataclass
@@ -78,13 +87,48 @@ class PeerTransport:
         self._flush_scheduled = False
         self._incoming: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._started = False
         self.bytes_received = 0
+        self.on_join_query: JoinHandler | None = None
 
     async def start(self) -> None:
         host, port = self.listen
         self._server = await asyncio.start_server(self._serve_connection, host, port)
+        self._started = True
         for outgoing in self._outgoing.values():
             outgoing.task = asyncio.create_task(self._run_outgoing(outgoing))
+
+    def set_peers(self, peers: dict[int, tuple[str, int]]) -> None:
+        """Make the address book `peers`: connect to new peers, reconnect to peers whose
+        address changed, drop peers no longer listed (their queued frames are lost)."""
+        assert self.node_id not in peers
+        for peer_id in sorted(set(self._outgoing) - set(peers)):
+            self._drop(peer_id)
+        for peer_id, (host, port) in sorted(peers.items()):
+            current = self._outgoing.get(peer_id)
+            if current is not None and (current.host, current.port) == (host, port):
+                continue
+            if current is not None:
+                self._drop(peer_id)
+            outgoing = _Outgoing(peer_id, host, port)
+            self._outgoing[peer_id] = outgoing
+            if self._started and not self._closing:
+                outgoing.task = asyncio.create_task(self._run_outgoing(outgoing))
+            log.info("peer %x at %s:%d", peer_id, host, port)
+
+    def _drop(self, peer_id: int) -> None:
+        outgoing = self._outgoing.pop(peer_id)
+        if outgoing.task is not None:
+            outgoing.task.cancel()
+        log.info("peer %x removed from the address book", peer_id)
+
+    def address_of(self, peer_id: int) -> tuple[str, int]:
+        outgoing = self._outgoing[peer_id]
+        return outgoing.host, outgoing.port
+
+    @property
+    def peer_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(self._outgoing))
 
     async def stop(self) -> None:
         self._closing = True
@@ -102,7 +146,8 @@ class PeerTransport:
                 await self._server.wait_closed()
 
     def connected(self, peer_id: int) -> bool:
-        return self._outgoing[peer_id].connected
+        outgoing = self._outgoing.get(peer_id)
+        return outgoing is not None and outgoing.connected
 
     def send(self, peer_id: int, items: Sequence[Any]) -> None:
         """Queue items for `peer_id`; they leave in one frame at the end of this iteration."""
@@ -178,7 +223,9 @@ class PeerTransport:
         self._incoming.add(task)
         peer = writer.get_extra_info("peername")
         try:
-            sender_id = await self._read_hello(reader)
+            sender_id = await self._read_hello(reader, writer)
+            if sender_id is None:
+                return
             while not self._closing:
                 items = await self._read_frame(reader)
                 if not isinstance(items, list):
@@ -194,8 +241,16 @@ class PeerTransport:
             self._incoming.discard(task)
             writer.close()
 
-    async def _read_hello(self, reader: asyncio.StreamReader) -> int:
+    async def _read_hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> int | None:
+        """The sender's id; None when the connection was a join query (answered)."""
         hello = await self._read_frame(reader)
+        if isinstance(hello, list) and len(hello) == 2 and hello[0] == JOIN_MAGIC:
+            answer = self.on_join_query(str(hello[1])) if self.on_join_query else None
+            writer.write(encode_frame([answer]))
+            await writer.drain()
+            return None
         if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == MAGIC):
             raise WireError(f"bad hello {hello!r:.80}")
         _, cluster_id, sender_id = hello
@@ -210,3 +265,26 @@ class PeerTransport:
         payload = await reader.readexactly(frame_length(header))
         self.bytes_received += len(header) + len(payload)
         return decode_payload(payload)
+
+
+async def query_cluster(host: str, port: int, peer_url: str) -> object:
+    """Ask the member listening on (host, port) about its cluster, as a member whose peer
+    URL is `peer_url` that wants to join; its answer (None: it has nothing to say)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port), JOIN_QUERY_TIMEOUT_S
+    )
+    try:
+        writer.write(encode_frame([JOIN_MAGIC, peer_url]))
+        await writer.drain()
+        header = await asyncio.wait_for(reader.readexactly(FRAME_HEADER.size), JOIN_QUERY_TIMEOUT_S)
+        payload = await asyncio.wait_for(
+            reader.readexactly(frame_length(header)), JOIN_QUERY_TIMEOUT_S
+        )
+        answer = decode_payload(payload)
+        if not (isinstance(answer, list) and len(answer) == 1):
+            raise WireError(f"bad join answer {answer!r:.80}")
+        return answer[0]
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

@@ -11,7 +11,7 @@ import pytest
 import uvloop
 
 from synod.transport.codec import encode_frame
-from synod.transport.peer import PeerTransport
+from synod.transport.peer import PeerTransport, query_cluster
 
 
 def free_port() -> int:
@@ -133,3 +133,48 @@ def test_restarted_peer_is_reconnected(runner: str) -> None:
         uvloop.run(scenario())
     else:
         asyncio.run(scenario())
+
+
+def test_address_book_follows_set_peers() -> None:
+    """A peer added while running is connected and reached; a dropped one is not sent to;
+    a re-addressed one is reached at its new address."""
+
+    async def scenario() -> None:
+        port_a, port_b, port_c = free_port(), free_port(), free_port()
+        got_b: list[Any] = []
+        got_c: list[Any] = []
+        a = PeerTransport(1, 7, ("127.0.0.1", port_a), {}, lambda s, i: None)
+        b = PeerTransport(2, 7, ("127.0.0.1", port_b), {}, lambda s, i: got_b.append(i))
+        c = PeerTransport(3, 7, ("127.0.0.1", port_c), {}, lambda s, i: got_c.append(i))
+        for transport in (a, b, c):
+            await transport.start()
+        a.send(2, [["lost"]])  # unknown peer: dropped
+        a.set_peers({2: ("127.0.0.1", port_b)})
+        await wait_until(lambda: a.connected(2))
+        a.send(2, [["hello"]])
+        await wait_until(lambda: got_b)
+        assert got_b == [[["hello"]]]
+        a.set_peers({2: ("127.0.0.1", port_c)})  # member 2 now listens where c does
+        await wait_until(lambda: a.connected(2))
+        a.send(2, [["moved"]])
+        await wait_until(lambda: got_c)
+        assert got_c == [[["moved"]]]
+        a.set_peers({})
+        assert a.peer_ids == ()
+        assert not a.connected(2)
+        for transport in (a, b, c):
+            await transport.stop()
+
+    asyncio.run(scenario())
+
+
+def test_join_query_is_answered_without_a_cluster_id() -> None:
+    async def scenario() -> None:
+        a, _, _, _ = make_pair()
+        a.on_join_query = lambda url: ["cluster", url]
+        await a.start()
+        answer = await query_cluster(*a.listen, "http://joiner:1")
+        assert answer == ["cluster", "http://joiner:1"]
+        await a.stop()
+
+    asyncio.run(scenario())
