@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -39,6 +38,7 @@ from synod.kv.txn import check_delete, check_put, check_txn
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.node import TransferRefused
 from synod.paxos.types import NodeId
+from synod.server import snapshot_file
 from synod.server.config import ServerConfig
 from synod.server.kv_service import KvService
 from synod.server.member import Member, NoLeader, Overloaded, RequestTimeout
@@ -49,7 +49,6 @@ ETCD_VERSION = "3.4.23"  # the etcd release whose API and behaviour Synod follow
 ETCD_CLUSTER_VERSION = "3.4.0"
 REQUEST_BYTES_MAX = 1536 * 1024  # etcd's --max-request-bytes default
 SNAPSHOT_CHUNK_BYTES = 32 * 1024
-SNAPSHOT_PAGE_BYTES = 512
 WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
 TRANSFER_POLL_S = 0.02
 DB_SIZE_REFRESH_S = 10.0
@@ -353,17 +352,19 @@ class Handlers:
     async def snapshot(
         self, request: rpc_pb2.SnapshotRequest
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """The store's snapshot in chunks, zero-padded to a multiple of 512 bytes and
-        followed by its sha256, the framing etcdctl checks (a bolt file is whole pages)."""
-        data = self.service.store.snapshot()
-        data += bytes(-len(data) % SNAPSHOT_PAGE_BYTES)
-        data += hashlib.sha256(data).digest()
+        """This member's state-machine snapshot as a backup file (synod.server.snapshot_file:
+        whole 512-byte pages and a sha256 trailer, the framing etcdctl checks), in chunks.
+        Taken in one step of the event loop, so it is one consistent applied slot."""
+        meta, machine = self.member.machine.snapshot()
+        backup = snapshot_file.SnapshotFile(
+            self.member.cluster_id, self.member.member_id, meta, machine
+        )
+        data = snapshot_file.encode(backup)
+        header = self.header()
         for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
             blob = data[offset : offset + SNAPSHOT_CHUNK_BYTES]
             remaining = len(data) - offset - len(blob)
-            yield rpc_pb2.SnapshotResponse(
-                header=self.header(), remaining_bytes=remaining, blob=blob
-            )
+            yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=remaining, blob=blob)
 
     async def move_leader(self, request: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
         """Hand leadership to `targetID` (sent to the leader, as etcd requires) and wait."""

@@ -62,6 +62,7 @@ _UNARY_HANDLERS = {
     "Alarm": "alarm",
     "HashKV": "hash_kv",
     "Hash": "hash",
+    "MoveLeader": "move_leader",
 }
 assert set(_UNARY_HANDLERS) == {m.name for m in wire.METHODS.values() if not m.streaming}
 
@@ -111,6 +112,9 @@ class _Stream:
                 assert isinstance(request, rpc_pb2.WatchRequest)
                 await self.session.handle(request)
                 continue
+            if isinstance(request, rpc_pb2.SnapshotRequest):
+                await self._send_snapshot(request)
+                return
             assert isinstance(request, rpc_pb2.LeaseKeepAliveRequest)
             try:
                 response = await handlers.lease_keep_alive(request)
@@ -118,6 +122,21 @@ class _Stream:
                 self.end(error)
                 return
             self.connection.send(self.id, self.method.code, 0, response.SerializeToString())
+
+    async def _send_snapshot(self, request: rpc_pb2.SnapshotRequest) -> None:
+        """A server stream: every chunk (paced by the client's reading), then the end."""
+        connection = self.connection
+        try:
+            async for chunk in connection.door.handlers.snapshot(request):
+                if not connection.writable.is_set():
+                    await connection.writable.wait()
+                if self.ended:
+                    return
+                connection.send(self.id, self.method.code, 0, chunk.SerializeToString())
+        except EtcdError as error:
+            self.end(error)
+            return
+        self.end(None)
 
     async def _pump_watch(self, session: WatchSession) -> None:
         connection = self.connection

@@ -424,6 +424,35 @@ class AsyncClient:
             endpoint=endpoint,
         )
 
+    async def move_leader(
+        self, target_id: int, endpoint: str, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MoveLeaderResponse:
+        """Ask the leader (`endpoint` must be it) to hand leadership to member `target_id`."""
+        return await self._typed(
+            "MoveLeader",
+            rpc_pb2.MoveLeaderRequest(targetID=target_id),
+            rpc_pb2.MoveLeaderResponse,
+            retry_safe=False,
+            timeout_s=timeout_s,
+            endpoint=endpoint,
+        )
+
+    async def snapshot(self, endpoint: str) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """One member's snapshot in chunks, the last with `remaining_bytes == 0`. No failover
+        and no retry: a backup comes whole from one member or not at all."""
+        if self._closed:
+            raise errors.ClientClosed("client closed")
+        stream = self.transport.snapshot(endpoint)
+        try:
+            await stream.send(rpc_pb2.SnapshotRequest())
+            while True:
+                chunk = await stream.receive()
+                yield chunk
+                if chunk.remaining_bytes == 0:
+                    return
+        finally:
+            stream.cancel()
+
 
 class AsyncLease:
     """A lease kept alive by a background task at a third of its TTL.

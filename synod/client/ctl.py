@@ -11,7 +11,10 @@ status for `lock NAME -- CMD` and `barrier enter NAME -- CMD`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -47,6 +50,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 FENCING_ENV = "SYNOD_FENCING_TOKEN"
+SNAPSHOT_TIMEOUT_S_MIN = 300.0  # a large store takes a while to stream
+SNAPSHOT_PAGE_BYTES = 512
+SHA256_BYTES = 32
 
 
 class UsageError(Exception):
@@ -80,6 +86,7 @@ def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_kv_commands(commands)
     _add_lease_commands(commands)
     _add_cluster_commands(commands)
+    _add_maintenance_commands(commands)
     _add_recipe_commands(commands)
     _accept_global_options_anywhere(ctl)
     return ctl
@@ -185,6 +192,28 @@ def _add_cluster_commands(commands: Any) -> None:
     sub = endpoint.add_subparsers(dest="endpoint_command", metavar="SUBCOMMAND", required=True)
     sub.add_parser("status", help="status of each endpoint").set_defaults(run=cmd_endpoint_status)
     sub.add_parser("health", help="health of each endpoint").set_defaults(run=cmd_endpoint_health)
+
+
+def _add_maintenance_commands(commands: Any) -> None:
+    snapshot = commands.add_parser("snapshot", help="back up one member's state to a file")
+    sub = snapshot.add_subparsers(dest="snapshot_command", metavar="SUBCOMMAND", required=True)
+    save = sub.add_parser(
+        "save",
+        help="stream a member's snapshot into FILE",
+        description="Download the snapshot of the one member named by --endpoints into "
+        "FILE.part, fsync it, check its sha256 trailer, then rename it to FILE. Restore it "
+        "with `synod snapshot restore`.",
+    )
+    save.add_argument("path", metavar="FILE")
+    save.set_defaults(run=cmd_snapshot_save)
+    move = commands.add_parser(
+        "move-leader",
+        help="hand leadership to another voter",
+        description="Find the leader among --endpoints and ask it to hand leadership to "
+        "TARGET (a member ID in hex, as `member list` prints it).",
+    )
+    move.add_argument("target", metavar="TARGET")
+    move.set_defaults(run=cmd_move_leader)
 
 
 def _add_recipe_commands(commands: Any) -> None:
@@ -706,6 +735,112 @@ def _probe(client: Client, endpoint: str) -> None:
         await client.aio.call("Range", request, retry_safe=True, endpoint=endpoint)
 
     client._run(call(), client.timeout_s)
+
+
+# ---------------------------------------------------------------------------- maintenance
+
+
+def cmd_snapshot_save(client: Client, args: argparse.Namespace, output: Output) -> int:
+    endpoints = list(client.endpoints)
+    if len(endpoints) != 1:
+        raise UsageError(
+            f"snapshot must be requested from one member, not {len(endpoints)} "
+            f"({','.join(endpoints)}): give --endpoints HOST:PORT"
+        )
+    path = os.path.abspath(args.path)
+    temp = path + ".part"
+    timeout_s = max(args.command_timeout, SNAPSHOT_TIMEOUT_S_MIN)
+    try:
+        header = client._run(_download(client, endpoints[0], temp, timeout_s), timeout_s)
+        size, digest = _verify_snapshot(temp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+    os.replace(temp, path)
+    _sync_directory(os.path.dirname(path))
+    output.result(
+        {
+            "path": path,
+            "size": size,
+            "sha256": digest,
+            "member_id": f"{header.member_id:x}",
+            "revision": header.revision,
+        },
+        f"Snapshot saved at {args.path}",
+    )
+    return EXIT_OK
+
+
+async def _download(
+    client: Client, endpoint: str, temp: str, timeout_s: float
+) -> rpc_pb2.ResponseHeader:
+    """Every chunk into `temp`, synced; the first chunk's header."""
+    header: rpc_pb2.ResponseHeader | None = None
+    with open(temp, "wb") as file:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in client.aio.snapshot(endpoint):
+                    header = header or chunk.header
+                    file.write(chunk.blob)
+        except TimeoutError:
+            raise errors.Timeout(
+                f"the snapshot did not arrive within {timeout_s:g}s", errors.DEADLINE_EXCEEDED
+            ) from None
+        file.flush()
+        os.fsync(file.fileno())
+    assert header is not None, "a snapshot stream has at least one chunk"
+    return header
+
+
+def _verify_snapshot(path: str) -> tuple[int, str]:
+    """(size, sha256 hex) of a saved snapshot after checking its sha256 trailer."""
+    size = os.path.getsize(path)
+    if size < SNAPSHOT_PAGE_BYTES + SHA256_BYTES or size % SNAPSHOT_PAGE_BYTES != SHA256_BYTES:
+        raise errors.ClientError(f"the member sent {size} bytes, not a whole snapshot")
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        remaining = size - SHA256_BYTES
+        while remaining:
+            block = file.read(min(remaining, 1 << 20))
+            if not block:
+                raise errors.ClientError(f"{path} shrank while being checked")
+            digest.update(block)
+            remaining -= len(block)
+        trailer = file.read(SHA256_BYTES)
+    if digest.digest() != trailer:
+        raise errors.ClientError("the snapshot received fails its sha256 check (corrupted)")
+    return size, trailer.hex()
+
+
+def _sync_directory(path: str) -> None:
+    descriptor = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def cmd_move_leader(client: Client, args: argparse.Namespace, output: Output) -> int:
+    try:
+        target = int(args.target, 16)
+    except ValueError:
+        raise UsageError(f"bad member ID {args.target!r} (hexadecimal expected)") from None
+    for endpoint in client.endpoints:
+        try:
+            status = client.status(endpoint)
+        except errors.ClientError:
+            continue
+        if status.leader == 0 or status.leader != status.header.member_id:
+            continue
+        client.move_leader(target, endpoint)
+        output.result(
+            {"from": f"{status.leader:x}", "to": f"{target:x}"},
+            f"Leadership transferred from {status.leader:x} to {target:x}",
+        )
+        return EXIT_OK
+    print(f"Error: no leader endpoint given at {list(client.endpoints)}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 # ---------------------------------------------------------------------------- recipes

@@ -98,6 +98,32 @@ class GrpcStream(Generic[Req, Resp]):
         self._call.cancel()
 
 
+class GrpcServerStream(GrpcStream[Req, Resp]):
+    """A server-streaming gRPC call (Snapshot) through the `Stream` protocol: its one
+    request, sent by `send`, starts the call."""
+
+    def __init__(self, start: Any, endpoint: str) -> None:
+        super().__init__(None, endpoint)
+        self._start = start
+
+    async def send(self, request: Req) -> None:
+        if self._cancelled:
+            raise errors.Cancelled("stream cancelled", errors.CANCELLED, self._endpoint)
+        if self._call is not None:
+            raise errors.Unavailable("a server stream takes one request", 0, self._endpoint)
+        self._call = self._start(request)
+
+    async def receive(self) -> Resp:
+        if self._call is None:
+            raise errors.Unavailable("nothing was requested on this stream", 0, self._endpoint)
+        return await super().receive()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+
 class GrpcTransport:
     """The `Transport` over etcd's gRPC services (Synod's and etcd's own)."""
 
@@ -171,6 +197,12 @@ class GrpcTransport:
         target = endpoint or self.current
         call = self._stub(target, "Lease").LeaseKeepAlive(metadata=REQUIRE_LEADER)
         return GrpcStream(call, target)
+
+    def snapshot(
+        self, endpoint: str | None = None
+    ) -> GrpcServerStream[rpc_pb2.SnapshotRequest, rpc_pb2.SnapshotResponse]:
+        target = endpoint or self.current
+        return GrpcServerStream(self._stub(target, "Maintenance").Snapshot, target)
 
     async def close(self) -> None:
         channels = list(self._channels.values())

@@ -369,6 +369,11 @@ class NativeTransport:
     ) -> NativeStream[rpc_pb2.LeaseKeepAliveRequest, rpc_pb2.LeaseKeepAliveResponse]:
         return NativeStream(self, endpoint or self.current, wire.METHODS_BY_NAME["LeaseKeepAlive"])
 
+    def snapshot(
+        self, endpoint: str | None = None
+    ) -> NativeStream[rpc_pb2.SnapshotRequest, rpc_pb2.SnapshotResponse]:
+        return NativeStream(self, endpoint or self.current, wire.METHODS_BY_NAME["Snapshot"])
+
     async def close(self) -> None:
         self._closed = True
         for pending in list(self._connecting.values()):
@@ -398,8 +403,12 @@ class _DeferredStream(Generic[Req, Resp]):
             chosen = await self._auto.decide()
             if self._cancelled:
                 raise errors.Cancelled("stream cancelled", errors.CANCELLED, self._endpoint)
-            opener = chosen.watch if self._kind == "watch" else chosen.keep_alive
-            self._inner = cast("Stream[Req, Resp]", opener(self._endpoint))
+            openers = {
+                "watch": chosen.watch,
+                "keep_alive": chosen.keep_alive,
+                "snapshot": chosen.snapshot,
+            }
+            self._inner = cast("Stream[Req, Resp]", openers[self._kind](self._endpoint))
         return self._inner
 
     async def send(self, request: Req) -> None:
@@ -488,6 +497,13 @@ class AutoTransport:
         if self._chosen is not None:
             return self._chosen.keep_alive(endpoint)
         return _DeferredStream(self, "keep_alive", endpoint)
+
+    def snapshot(
+        self, endpoint: str | None = None
+    ) -> Stream[rpc_pb2.SnapshotRequest, rpc_pb2.SnapshotResponse]:
+        if self._chosen is not None:
+            return self._chosen.snapshot(endpoint)
+        return _DeferredStream(self, "snapshot", endpoint)
 
     async def close(self) -> None:
         await self._native.close()

@@ -235,6 +235,14 @@ class Client:
     ) -> rpc_pb2.StatusResponse:
         return self._run(self.aio.status(endpoint, timeout_s=timeout_s), self._deadline(timeout_s))
 
+    def move_leader(
+        self, target_id: int, endpoint: str, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MoveLeaderResponse:
+        return self._run(
+            self.aio.move_leader(target_id, endpoint, timeout_s=timeout_s),
+            self._deadline(timeout_s),
+        )
+
     @property
     def endpoints(self) -> Sequence[str]:
         return self.aio.transport.endpoints

@@ -34,6 +34,7 @@ UNARY_METHODS: dict[str, tuple[str, type[Message]]] = {
     "MemberList": ("Cluster", rpc_pb2.MemberListRequest),
     "Status": ("Maintenance", rpc_pb2.StatusRequest),
     "Alarm": ("Maintenance", rpc_pb2.AlarmRequest),
+    "MoveLeader": ("Maintenance", rpc_pb2.MoveLeaderRequest),
 }
 
 
@@ -87,6 +88,13 @@ class Transport(Protocol):
         self, endpoint: str | None = None
     ) -> Stream[rpc_pb2.LeaseKeepAliveRequest, rpc_pb2.LeaseKeepAliveResponse]:
         """Open a lease keep-alive stream."""
+        ...
+
+    def snapshot(
+        self, endpoint: str | None = None
+    ) -> Stream[rpc_pb2.SnapshotRequest, rpc_pb2.SnapshotResponse]:
+        """Open a snapshot download: send one request, then receive chunks until one says
+        `remaining_bytes == 0`."""
         ...
 
     async def close(self) -> None: ...

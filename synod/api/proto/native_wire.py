@@ -82,6 +82,8 @@ _TABLE = (
     Method(41, "Alarm", rpc_pb2.AlarmRequest, rpc_pb2.AlarmResponse),
     Method(42, "HashKV", rpc_pb2.HashKVRequest, rpc_pb2.HashKVResponse),
     Method(43, "Hash", rpc_pb2.HashRequest, rpc_pb2.HashResponse),
+    Method(44, "Snapshot", rpc_pb2.SnapshotRequest, rpc_pb2.SnapshotResponse, streaming=True),
+    Method(45, "MoveLeader", rpc_pb2.MoveLeaderRequest, rpc_pb2.MoveLeaderResponse),
 )
 METHODS: dict[int, Method] = {method.code: method for method in _TABLE}
 METHODS_BY_NAME: dict[str, Method] = {method.name: method for method in _TABLE}
