@@ -6,6 +6,8 @@
 - `synod ctl`: the client command line (KV, leases, members, locks, elections, queues).
 - `synod chaos`: the fault harness against a real cluster; `synod bench`: benchmarks.
 - `synod repair`: set a damaged member's data directory aside so it re-syncs.
+- `synod snapshot restore|status`: a new cluster's member from a backup file
+  (`synod ctl snapshot save` makes one).
 - `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
   simulated cluster.
 """
@@ -20,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 UP_MEMBERS_MAX = 6
 UP_READY_TIMEOUT_S = 30.0
@@ -75,11 +78,91 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--data-dir", required=True, help="the member's data directory")
     repair.add_argument("--force", action="store_true", help="even if the data looks healthy")
     repair.set_defaults(handler=run_repair)
+    _add_snapshot_parser(sub)
     demo = sub.add_parser("demo", help="run a short simulated cluster (no network)")
     demo.add_argument("--members", type=int, default=3)
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(handler=run_demo)
     return parser
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def _add_new_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="this member's name in the NEW cluster")
+    parser.add_argument("--data-dir", default="", help="new, empty data dir (default NAME.synod)")
+    parser.add_argument(
+        "--initial-cluster", required=True, help="NAME=PEER_URL,... of the NEW cluster"
+    )
+    parser.add_argument(
+        "--initial-cluster-token",
+        required=True,
+        help="token of the NEW cluster (a new one: the cluster id must change)",
+    )
+    parser.add_argument(
+        "--initial-advertise-peer-urls", default="", help="checked against --initial-cluster"
+    )
+
+
+def _add_snapshot_parser(sub: Any) -> None:
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="restore or inspect a backup (synod ctl snapshot save makes one)",
+        description="Backup files come from `synod ctl snapshot save FILE`.",
+    )
+    commands = snapshot.add_subparsers(dest="snapshot_command", metavar="COMMAND", required=True)
+    restore = commands.add_parser(
+        "restore",
+        help="create a new member's data dir from a backup",
+        description="Verify FILE's sha256 and write a new member's data directory holding "
+        "its state (keys, revisions, leases) and the membership of the NEW cluster. Run it "
+        "once per new member with the same FILE, --initial-cluster and "
+        "--initial-cluster-token, then start each member with `synod serve` and the same "
+        "flags. Refuses a non-empty --data-dir and a token that gives the old cluster's id.",
+    )
+    restore.add_argument("file", metavar="FILE")
+    _add_new_cluster_flags(restore)
+    restore.set_defaults(handler=run_snapshot_restore)
+    status = commands.add_parser("status", help="verify a backup and say what it holds")
+    status.add_argument("file", metavar="FILE")
+    status.set_defaults(handler=run_snapshot_status)
+
+
+def run_snapshot_restore(args: argparse.Namespace) -> int:
+    from synod.server.restore import RestoreRefused, new_cluster, restore
+
+    data_dir = args.data_dir or f"{args.name}.synod"
+    try:
+        cluster = new_cluster(
+            args.name,
+            args.initial_cluster,
+            args.initial_cluster_token,
+            args.initial_advertise_peer_urls,
+        )
+        restored = restore(args.file, data_dir, cluster)
+    except RestoreRefused as error:
+        print(f"synod snapshot restore: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"restored {args.file} (cluster {restored.source_cluster_id:x}, member "
+        f"{restored.source_member_id:x}, slot {restored.slot}) into {data_dir} as member "
+        f"{cluster.me.name} ({cluster.me.member_id:x}) of new cluster {cluster.cluster_id:x}"
+    )
+    return 0
+
+
+def run_snapshot_status(args: argparse.Namespace) -> int:
+    from synod.server.restore import RestoreRefused, describe
+
+    try:
+        facts = describe(args.file)
+    except RestoreRefused as error:
+        print(f"synod snapshot status: {error}", file=sys.stderr)
+        return 1
+    for key, value in facts.items():
+        print(f"{key}: {value}")
+    return 0
 
 
 # --------------------------------------------------------------------------- repair

@@ -38,8 +38,8 @@ from synod.client.aio import DEFAULT_ENDPOINTS
 from synod.client.sync import Client
 
 DESCRIPTION = """\
-Talk to a Synod (or etcd v3) cluster: etcdctl's KV, lease, member and endpoint commands,
-and the coordination recipes (lock, elect, queue, barrier).
+Talk to a Synod (or etcd v3) cluster: etcdctl's KV, lease, member, endpoint, snapshot save
+and move-leader commands, and the coordination recipes (lock, elect, queue, barrier).
 
 Output is etcdctl's "simple" format, or JSON with -w json. Errors are one line on stderr;
 exit status 1 for a failed request, 2 for bad usage, 130 when interrupted, and the

@@ -63,7 +63,8 @@ def test_every_method_has_one_code_and_the_client_knows_every_unary_one() -> Non
     from synod.client.transport import UNARY_METHODS
 
     assert set(UNARY_METHODS) <= set(wire.METHODS_BY_NAME)
-    assert {m.name for m in wire.METHODS.values() if m.streaming} == {"Watch", "LeaseKeepAlive"}
+    streams = {m.name for m in wire.METHODS.values() if m.streaming}
+    assert streams == {"Watch", "LeaseKeepAlive", "Snapshot"}
 
 
 # --------------------------------------------------------------------------- fakes
@@ -131,6 +132,12 @@ class FakeHandlers:
         if request.ID == 404:
             raise EtcdError(StatusCode.UNAVAILABLE, "etcdserver: no leader")
         return rpc_pb2.LeaseKeepAliveResponse(ID=request.ID, TTL=10)
+
+    async def snapshot(
+        self, request: rpc_pb2.SnapshotRequest
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        for remaining in (2, 1, 0):
+            yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=bytes([remaining]))
 
     def open_watch(self) -> FakeWatch:
         watch = FakeWatch()
@@ -275,6 +282,20 @@ def test_a_keep_alive_stream_answers_each_request_and_ends_with_the_members_erro
         assert renewed == [1, 2]
         await stream.send(rpc_pb2.LeaseKeepAliveRequest(ID=404))
         with pytest.raises(errors.NoLeader):
+            await stream.receive()
+        await client.close()
+
+    run(test)
+
+
+def test_a_snapshot_stream_delivers_every_chunk_in_order_then_ends() -> None:
+    async def test(door: NativeDoor, handlers: FakeHandlers) -> None:
+        client = transport(door)
+        stream = client.snapshot()
+        await stream.send(rpc_pb2.SnapshotRequest())
+        chunks = [await stream.receive() for _ in range(3)]
+        assert [chunk.blob for chunk in chunks] == [b"\x02", b"\x01", b"\x00"]
+        with pytest.raises(errors.Unavailable, match="ended by the member"):
             await stream.receive()
         await client.close()
 
