@@ -103,6 +103,11 @@ def _add_new_cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--initial-advertise-peer-urls", default="", help="checked against --initial-cluster"
     )
+    parser.add_argument(
+        "--initial-cluster-client-urls",
+        default="",
+        help="NAME=CLIENT_URL,... of the NEW members, for member list (as synod serve)",
+    )
 
 
 def _add_snapshot_parser(sub: Any) -> None:
@@ -139,6 +144,7 @@ def run_snapshot_restore(args: argparse.Namespace) -> int:
             args.initial_cluster,
             args.initial_cluster_token,
             args.initial_advertise_peer_urls,
+            args.initial_cluster_client_urls,
         )
         restored = restore(args.file, data_dir, cluster)
     except RestoreRefused as error:

@@ -7,6 +7,9 @@ voters), so they start as one cluster that never shared a log with the old one. 
 cluster's id is derived from the token and the new members (as `synod serve` derives it) and
 must differ from the backup's: a restored cluster is never mistaken for the old one.
 
+The old member table in the snapshot is replaced by the new cluster's (names, peer URLs,
+and client URLs when given), so the members find each other at their new addresses.
+
 The directory is written through `DurableStorage` (a snapshot installed at the backup's
 slot, the commit hint at that slot, no log entries), the way a follower installs a leader's
 snapshot, plus the identity record `synod serve` checks at start.
@@ -25,6 +28,13 @@ from synod.paxos.types import HardState, Membership, NodeId, Slot, SnapshotMeta
 from synod.server import snapshot_file
 from synod.server.config import ConfigError, PeerSpec, Url, cluster_id_of, parse_initial_cluster
 from synod.server.main import MEMBER_FILE
+from synod.server.members import (
+    MemberTable,
+    TableError,
+    bootstrap_table,
+    decode_machine_snapshot,
+    encode_machine_snapshot,
+)
 from synod.storage.errors import StorageError
 from synod.storage.storage import DurableStorage
 
@@ -40,6 +50,7 @@ class NewCluster:
     me: PeerSpec
     peers: tuple[PeerSpec, ...]
     token: str
+    client_urls: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def cluster_id(self) -> int:
@@ -48,6 +59,13 @@ class NewCluster:
     @property
     def membership(self) -> Membership:
         return Membership(tuple(sorted(NodeId(peer.member_id) for peer in self.peers)))
+
+    def table(self) -> MemberTable:
+        """The new cluster's member table, as `synod serve` bootstraps it from the flags."""
+        return bootstrap_table(
+            ((peer.member_id, peer.name, str(peer.peer_url)) for peer in self.peers),
+            dict(self.client_urls),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +78,27 @@ class Restored:
 
 
 def new_cluster(
-    name: str, initial_cluster: str, token: str, advertise_peer_url: str = ""
+    name: str,
+    initial_cluster: str,
+    token: str,
+    advertise_peer_url: str = "",
+    client_urls: str = "",
 ) -> NewCluster:
-    """The new cluster from etcd-style flags; RestoreRefused if they do not fit together."""
+    """The new cluster from etcd-style flags; RestoreRefused if they do not fit together.
+    `client_urls` (NAME=URL,...) fills the member table's client URLs, which clients such
+    as Patroni read from MemberList."""
     token = token.strip()
     if not token:
         raise RestoreRefused("--initial-cluster-token must not be empty")
     try:
         peers = parse_initial_cluster(initial_cluster, token)
         advertised = Url.parse(advertise_peer_url) if advertise_peer_url.strip() else None
+        urls_of = _parse_client_urls(client_urls)
     except ConfigError as error:
         raise RestoreRefused(str(error)) from error
+    unknown = sorted(set(urls_of) - {peer.name for peer in peers})
+    if unknown:
+        raise RestoreRefused(f"client URLs for {', '.join(unknown)}, not in --initial-cluster")
     mine = [peer for peer in peers if peer.name == name]
     if not mine:
         raise RestoreRefused(f"--name {name!r} is not in --initial-cluster {initial_cluster!r}")
@@ -79,7 +107,19 @@ def new_cluster(
             f"--initial-cluster gives {name!r} the peer URL {mine[0].peer_url}, but "
             f"--initial-advertise-peer-urls is {advertised}"
         )
-    return NewCluster(mine[0], peers, token)
+    return NewCluster(mine[0], peers, token, tuple(sorted(urls_of.items())))
+
+
+def _parse_client_urls(text: str) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --initial-cluster-client-urls item {item!r}: NAME=URL")
+        found.setdefault(name.strip(), []).append(str(Url.parse(url)))
+    return {name: tuple(urls) for name, urls in found.items()}
 
 
 def read_backup(path: str) -> snapshot_file.SnapshotFile:
@@ -95,8 +135,11 @@ def read_backup(path: str) -> snapshot_file.SnapshotFile:
 
 
 def service_bytes(machine: bytes) -> bytes:
-    """The replicated service's part of state-machine snapshot bytes (today: all of them)."""
-    return machine
+    """The replicated service's part of state-machine snapshot bytes."""
+    try:
+        return decode_machine_snapshot(machine)[1]
+    except TableError as error:
+        raise RestoreRefused(f"the snapshot's member table does not decode: {error}") from error
 
 
 def describe(path: str) -> dict[str, object]:
@@ -117,8 +160,8 @@ def describe(path: str) -> dict[str, object]:
 
 def rewrite_machine(machine: bytes, cluster: NewCluster) -> bytes:
     """The state-machine snapshot bytes for a member of `cluster`: the service state kept,
-    the membership replaced by the new cluster's (today the bytes hold only the service)."""
-    return machine
+    the old member table replaced by the new cluster's (the peer address book follows it)."""
+    return encode_machine_snapshot(cluster.table(), service_bytes(machine))
 
 
 def restore(

@@ -32,6 +32,7 @@ def kv_facts(client: Client, prefix: str) -> list[tuple[bytes, bytes, int, int, 
 def restore_into(cluster: SynodCluster, backup: Path) -> list[int]:
     """`synod snapshot restore` for every member of `cluster`; their exit statuses."""
     peers = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in cluster.members)
+    clients = ",".join(f"{m.name}=http://{m.endpoint}" for m in cluster.members)
     return [
         synod_main(
             [
@@ -46,6 +47,8 @@ def restore_into(cluster: SynodCluster, backup: Path) -> list[int]:
                 peers,
                 "--initial-cluster-token",
                 cluster.token,
+                "--initial-cluster-client-urls",
+                clients,
             ]
         )
         for member in cluster.members
@@ -93,8 +96,8 @@ def test_a_saved_snapshot_restores_into_a_new_cluster_with_keys_revisions_and_le
             assert alive.grantedTTL == 300
             assert list(alive.keys) == [b"app/session"]
             assert client.put("app/c", "4").header.revision == revision + 1
-            names = sorted(m.name for m in client.member_list().members)
-            assert names == ["m0", "m1", "m2"]
+            members = sorted((m.name, list(m.clientURLs)) for m in client.member_list().members)
+            assert members == [(m.name, [f"http://{m.endpoint}"]) for m in new.members]
     finally:
         new.stop_all()
 

@@ -18,6 +18,7 @@ from synod.kv.store import KVStore
 from synod.paxos.types import Membership, NodeId, Slot, SnapshotMeta
 from synod.server import snapshot_file
 from synod.server.main import MEMBER_FILE
+from synod.server.members import decode_machine_snapshot
 from synod.server.restore import NewCluster, RestoreRefused, describe, new_cluster, restore
 from synod.storage.storage import DurableStorage
 
@@ -90,7 +91,12 @@ def test_restore_writes_a_member_of_the_new_cluster_holding_the_backups_state(
     assert recovered.entries == ()
     assert recovered.snapshot.membership == new.membership
     assert data is not None
-    back = KVStore.restore(data)
+    table, service = decode_machine_snapshot(data)
+    assert table is not None
+    by_id = {m.member_id: (m.name, m.peer_urls) for m in table.members}
+    assert by_id == {p.member_id: (p.name, (str(p.peer_url),)) for p in new.peers}
+    assert table.membership() == new.membership, "the new cluster's table, not the old one's"
+    back = KVStore.restore(service)
     kvs = back.range(RangeRequest(b"a")).kvs
     assert (kvs[0].value, kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version) == (
         b"3",
