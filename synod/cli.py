@@ -6,6 +6,8 @@
 - `synod ctl`: the client command line (KV, leases, members, locks, elections, queues).
 - `synod chaos`: the fault harness against a real cluster; `synod bench`: benchmarks.
 - `synod repair`: set a damaged member's data directory aside so it re-syncs.
+- `synod recover`: after losing the majority for good, a one-member cluster from a
+  survivor's data directory.
 - `synod snapshot restore|status`: a new cluster's member from a backup file
   (`synod ctl snapshot save` makes one).
 - `synod sim`: the deterministic simulator (synod/sim/cli.py); `synod demo`: a short
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--force", action="store_true", help="even if the data looks healthy")
     repair.set_defaults(handler=run_repair)
     _add_snapshot_parser(sub)
+    _add_recover_parser(sub)
     demo = sub.add_parser("demo", help="run a short simulated cluster (no network)")
     demo.add_argument("--members", type=int, default=3)
     demo.add_argument("--seed", type=int, default=1)
@@ -168,6 +171,58 @@ def run_snapshot_status(args: argparse.Namespace) -> int:
         return 1
     for key, value in facts.items():
         print(f"{key}: {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------- recover
+
+
+def _add_recover_parser(sub: Any) -> None:
+    recover = sub.add_parser(
+        "recover",
+        help="majority lost for good: a one-member cluster from a survivor's data",
+        description="Rebuild a NEW one-member cluster from a stopped surviving member's data "
+        "directory: its snapshot plus every entry of its log, applied in order (entries "
+        "beyond its commit hint are kept unless --discard-uncommitted; see "
+        "docs/operator-guide.md for exactly what can be lost). --from-data-dir is opened "
+        "as its member would open it (a torn tail is truncated) and otherwise left as it "
+        "was. Start the new member with `synod serve` and the same --name, "
+        "--initial-cluster and --initial-cluster-token, then add members with `member add`.",
+    )
+    recover.add_argument("--from-data-dir", required=True, help="the survivor's data dir")
+    _add_new_cluster_flags(recover)
+    recover.add_argument(
+        "--discard-uncommitted",
+        action="store_true",
+        help="drop the entries beyond the survivor's commit hint (etcd's choice)",
+    )
+    recover.set_defaults(handler=run_recover)
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    from synod.server.recover import recover
+    from synod.server.restore import RestoreRefused, new_cluster
+
+    data_dir = args.data_dir or f"{args.name}.synod"
+    try:
+        cluster = new_cluster(
+            args.name,
+            args.initial_cluster,
+            args.initial_cluster_token,
+            args.initial_advertise_peer_urls,
+            args.initial_cluster_client_urls,
+        )
+        recovered = recover(args.from_data_dir, data_dir, cluster, args.discard_uncommitted)
+    except RestoreRefused as error:
+        print(f"synod recover: {error}", file=sys.stderr)
+        return 1
+    for key, value in recovered.report().items():
+        print(f"{key}: {value}")
+    print(
+        f"start it: synod serve --name {cluster.me.name} --data-dir {data_dir} "
+        f"--initial-cluster {cluster.me.name}={cluster.me.peer_url} --initial-cluster-token "
+        f"{cluster.token} ...; then add members with `synod ctl member add`"
+    )
     return 0
 
 
