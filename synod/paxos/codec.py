@@ -109,7 +109,7 @@ def decode_entry(value: object) -> Entry:
     membership = None if membership_raw is None else decode_membership(membership_raw)
     if (kind is EntryKind.MEMBERSHIP) != (membership is not None):
         raise CodecError(f"entry of kind {kind.name} with membership {membership}")
-    if kind is not EntryKind.COMMANDS and commands:
+    if kind is EntryKind.NOOP and commands:
         raise CodecError(f"entry of kind {kind.name} carries commands")
     return Entry(
         Slot(expect_int(slot, 1)),

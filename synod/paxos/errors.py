@@ -15,3 +15,8 @@ class NotLeader(Exception):
 
 class ProposalDropped(Exception):
     """The leader refused the proposal before it entered the log: it will never be applied."""
+
+
+class MembershipChangeRefused(Exception):
+    """The leader refused a configuration change before it entered the log; the message
+    says why (one change at a time, one voter at a time)."""

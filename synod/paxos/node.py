@@ -35,12 +35,12 @@ import enum
 import random
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 from synod.paxos.config import Config
-from synod.paxos.errors import NotLeader, ProposalDropped
+from synod.paxos.errors import MembershipChangeRefused, NotLeader, ProposalDropped
 from synod.paxos.log import AcceptorLog
 from synod.paxos.messages import (
     Accept,
@@ -119,8 +119,9 @@ class Node:
         self._max_round_seen = self._promised.round
         self._snapshot = restore.snapshot
         self._log = AcceptorLog(restore.snapshot.last_slot, restore.entries)
+        self._config_slots: list[Slot] = []
         self._membership = restore.snapshot.membership
-        self._refresh_membership_from(self._log.first_slot)
+        self._rebuild_configs()
         # The commit hint is trusted: storage keeps saves in order (a surviving hard state
         # implies every entry saved before it survived), see the module docstring.
         self._commit_slot = Slot(
@@ -141,6 +142,7 @@ class Node:
         self._votes: dict[NodeId, bool] = {}
         self._pre_vote_ballot = BALLOT_ZERO
         self._promises: dict[NodeId, tuple[Entry, ...]] = {}
+        self._prepared: set[NodeId] = set()
         self._transfer_campaign = False
         # Leader state.
         self._peers: dict[NodeId, PeerProgress] = {}
@@ -155,6 +157,7 @@ class Node:
         self._transfer_target: NodeId | None = None
         self._transfer_elapsed = 0
         self._transfer_timeout_sent = False
+        self._stepping_down = False
         # Output buffers, drained by `ready()`.
         self._ready_number = 0
         self._unstable_from: Slot | None = None
@@ -196,7 +199,22 @@ class Node:
 
     @property
     def membership(self) -> Membership:
+        """The newest configuration in the log (in force for this node, maybe uncommitted)."""
         return self._membership
+
+    @property
+    def committed_membership(self) -> Membership:
+        """The newest configuration known chosen."""
+        return self._membership_at(self._commit_slot)
+
+    def peer_match(self, node_id: NodeId) -> Slot | None:
+        """How far `node_id`'s log matches the leader's (None: not leading, or no such peer)."""
+        if self._role is not Role.LEADER:
+            return None
+        if node_id == self.node_id:
+            return self._own_match_slot
+        progress = self._peers.get(node_id)
+        return None if progress is None else progress.match_slot
 
     @property
     def snapshot_meta(self) -> SnapshotMeta:
@@ -272,6 +290,41 @@ class Node:
         self._transfer_timeout_sent = False
         self._maybe_send_timeout_now()
 
+    def change_membership(self, membership: Membership, context: bytes = b"") -> Slot:
+        """Propose `membership` as the next configuration; returns the slot of its entry.
+
+        One change at a time, each adding or removing at most one voter: then any quorum of
+        the old configuration meets any quorum of the new one, and a candidate that learns
+        the chain of configurations from its promises holds a quorum of each (see
+        docs/paxos.md, "Membership changes"). Raises NotLeader or MembershipChangeRefused.
+        """
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._transfer_target is not None or self._stepping_down:
+            raise MembershipChangeRefused("leadership transfer in progress")
+        if self._commit_slot < self._recovery_end:
+            raise MembershipChangeRefused("the new leader has not committed its first slots yet")
+        if self._config_slots and self._config_slots[-1] > self._commit_slot:
+            raise MembershipChangeRefused("an earlier membership change is not committed yet")
+        current = self._membership
+        changed_voters = set(current.voters) ^ set(membership.voters)
+        if len(changed_voters) > 1:
+            raise MembershipChangeRefused(
+                "a change may add or remove only one voter at a time "
+                f"(voters {list(current.voters)} -> {list(membership.voters)})"
+            )
+        if membership == current:
+            raise MembershipChangeRefused("the membership is unchanged")
+        # Commands queued before the change go ahead of it, as far as the window allows.
+        if self._proposals:
+            self._cut_proposals()
+        slot = Slot(self._log.last_slot + 1)
+        commands = (context,) if context else ()
+        self._store(Entry(slot, self._promised, EntryKind.MEMBERSHIP, commands, membership))
+        self._sync_peers()
+        self._maybe_commit()
+        return slot
+
     def persisted(self, number: int) -> None:
         """The Ready numbered `number` (and every earlier one) is durable."""
         assert number <= self._ready_number
@@ -295,6 +348,7 @@ class Node:
             return
         self._snapshot = meta
         self._log.compact(meta.last_slot)
+        self._config_slots = [slot for slot in self._config_slots if slot > meta.last_slot]
         if self._unstable_from is not None and self._unstable_from < self._log.first_slot:
             self._unstable_from = self._log.first_slot
 
@@ -362,6 +416,7 @@ class Node:
         assert self._applied_slot <= self._handed_slot <= self._commit_slot
         assert self._commit_slot <= self._log.last_slot
         assert self._snapshot.last_slot <= self._applied_slot
+        assert self._membership == self._membership_at(self._log.last_slot)
         if self._role is Role.LEADER:
             assert self._leader == self.node_id
             assert self._promised.node_id == self.node_id
@@ -400,6 +455,11 @@ class Node:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= self.config.election_ticks:
                 self._transfer_target = None
+                if self._stepping_down:
+                    # The chosen successor did not take over in time: stop leading anyway;
+                    # the remaining voters elect one of themselves.
+                    self._become_follower(leader=None)
+                    return
         for peer, progress in self._peers.items():
             self._tick_peer(peer, progress)
         if self._election_elapsed >= self.config.election_ticks:
@@ -423,6 +483,8 @@ class Node:
 
     def _quorum_recently_active(self) -> bool:
         active = {self.node_id}
+        if self._stepping_down:
+            return False
         for peer, progress in self._peers.items():
             if progress.recently_active:
                 active.add(peer)
@@ -444,7 +506,7 @@ class Node:
         round_next = max(self._max_round_seen, self._promised.round) + 1
         self._pre_vote_ballot = Ballot(round_next, self.node_id)
         self._votes = {self.node_id: True}
-        for voter in self._other_voters():
+        for voter in self._campaign_voters():
             self._messages.append(
                 PreVote(self.node_id, voter, self._pre_vote_ballot, self._commit_slot)
             )
@@ -469,9 +531,10 @@ class Node:
     def _tally_pre_votes(self) -> None:
         granted = {voter for voter, vote in self._votes.items() if vote}
         refused = {voter for voter, vote in self._votes.items() if not vote}
-        if self._membership.is_quorum(granted):
+        configs = (self.committed_membership, self._membership)
+        if all(config.is_quorum(granted) for config in configs):
             self._start_campaign(transfer=False)
-        elif self._membership.is_quorum(refused):
+        elif any(config.is_quorum(refused) for config in configs):
             self._become_follower(leader=None)
 
     def _start_campaign(self, transfer: bool) -> None:
@@ -482,13 +545,24 @@ class Node:
         round_next = max(self._max_round_seen, self._promised.round) + 1
         self._set_promised(Ballot(round_next, self.node_id))
         self._transfer_campaign = transfer
-        from_slot = Slot(self._commit_slot + 1)
-        self._promises = {self.node_id: tuple(self._log.from_slot(from_slot))}
-        for voter in self._other_voters():
-            self._persisted_messages.append(
-                Prepare(self.node_id, voter, self._promised, from_slot, self._commit_slot, transfer)
-            )
+        self._promises = {self.node_id: tuple(self._log.from_slot(Slot(self._commit_slot + 1)))}
+        self._prepared = {self.node_id}
         self._tally_promises()
+
+    def _send_prepares(self, voters: Iterable[NodeId]) -> None:
+        from_slot = Slot(self._commit_slot + 1)
+        for voter in sorted(set(voters) - self._prepared):
+            self._prepared.add(voter)
+            self._persisted_messages.append(
+                Prepare(
+                    self.node_id,
+                    voter,
+                    self._promised,
+                    from_slot,
+                    self._commit_slot,
+                    self._transfer_campaign,
+                )
+            )
 
     def _on_prepare(self, message: Prepare) -> None:
         refuse = (
@@ -522,8 +596,38 @@ class Node:
         self._tally_promises()
 
     def _tally_promises(self) -> None:
-        if self._membership.is_quorum(set(self._promises)):
+        """Win once the promises form a quorum of every configuration they reveal.
+
+        The chain starts at the newest configuration known chosen and follows, slot by slot,
+        the configuration entries of the highest ballot among the promises (what the new
+        leader will re-propose). Each chosen configuration was chosen by a quorum of itself,
+        which meets a quorum of its predecessor (they differ by one voter), so a candidate
+        holding a quorum of every configuration it learns cannot miss a chosen one, nor a
+        value chosen under it. Voters newly revealed are asked too.
+        """
+        chain = [self.committed_membership] + [
+            entry.membership
+            for entry in self._merged_promises().values()
+            if entry.membership is not None
+        ]
+        chain.append(self._membership)
+        self._send_prepares(voter for config in chain for voter in config.voters)
+        promised = set(self._promises)
+        if all(config.is_quorum(promised) for config in chain):
             self._become_leader()
+
+    def _merged_promises(self) -> dict[Slot, Entry]:
+        """Per slot after the commit slot, the promised entry of the highest ballot."""
+        start = self._commit_slot + 1
+        merged: dict[Slot, Entry] = {}
+        for node in sorted(self._promises):
+            for entry in self._promises[node]:
+                if entry.slot < start:
+                    continue
+                seen = merged.get(entry.slot)
+                if seen is None or entry.ballot > seen.ballot:
+                    merged[entry.slot] = entry
+        return dict(sorted(merged.items()))
 
     def _on_timeout_now(self, message: TimeoutNow) -> None:
         if message.src != self._leader or message.ballot != self._leader_ballot:
@@ -542,6 +646,7 @@ class Node:
         self._leader = leader
         self._votes = {}
         self._promises = {}
+        self._prepared = set()
 
     def _abandon_leadership(self) -> None:
         """Forget leader state. Queued proposals never entered the log; reads fail."""
@@ -549,6 +654,7 @@ class Node:
         self._proposals.clear()
         self._unpersisted.clear()
         self._transfer_target = None
+        self._stepping_down = False
         for read in list(self._reads_unconfirmed) + list(self._reads_confirmed):
             self._reads_failed.append(read.read_id)
         self._reads_unconfirmed.clear()
@@ -561,14 +667,7 @@ class Node:
         """Re-propose, per slot, the value with the highest accepted ballot; fill holes."""
         ballot = self._promised
         start = Slot(self._commit_slot + 1)
-        chosen_candidates: dict[int, Entry] = {}
-        for node in sorted(self._promises):
-            for entry in self._promises[node]:
-                if entry.slot < start:
-                    continue
-                seen = chosen_candidates.get(entry.slot)
-                if seen is None or entry.ballot > seen.ballot:
-                    chosen_candidates[entry.slot] = entry
+        chosen_candidates = self._merged_promises()
         end = Slot(max(chosen_candidates, default=self._commit_slot))
         for slot_number in range(start, end + 1):
             slot = Slot(slot_number)
@@ -581,16 +680,15 @@ class Node:
         self._leader = self.node_id
         self._leader_ballot = ballot
         self._promises = {}
+        self._prepared = set()
         self._votes = {}
+        self._stepping_down = False
         self._recovery_end = end
         self._own_match_slot = self._commit_slot
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
-        self._peers = {
-            member: PeerProgress(next_slot=start)
-            for member in self._membership.members
-            if member != self.node_id
-        }
+        self._peers = {}
+        self._sync_peers(next_slot=start)
         self._broadcast_heartbeat()
 
     # ------------------------------------------------------------------ phase 2: follower
@@ -689,8 +787,7 @@ class Node:
         self._handed_slot = meta.last_slot
         self._applied_slot = meta.last_slot
         self._hard_state_dirty = True
-        self._membership = meta.membership
-        self._refresh_membership_from(self._log.first_slot)
+        self._rebuild_configs()
         self._match_slot = meta.last_slot
         self._advance_match()
         # Storage replaces its log with the snapshot: write the retained tail back.
@@ -727,24 +824,42 @@ class Node:
         self._maybe_send_timeout_now()
 
     def _maybe_commit(self) -> None:
-        matches = [self._own_match_slot]
+        """Commit what a quorum of the newest configuration matches (a leader that removed
+        itself still counts the others until that change is chosen)."""
+        matches = [self._own_match_slot] if self.node_id in self._membership.voters else []
         for voter in self._other_voters():
             progress = self._peers.get(voter)
             matches.append(progress.match_slot if progress is not None else Slot(0))
         matches.sort(reverse=True)
-        quorum_match = matches[self._membership.quorum() - 1]
-        if self.node_id not in self._membership.voters:
-            return
-        self._advance_commit(quorum_match)
+        self._advance_commit(matches[self._membership.quorum() - 1])
 
     def _advance_commit(self, slot: Slot) -> None:
         if slot > self._commit_slot:
             assert slot <= self._log.last_slot
+            passed_config = any(
+                self._commit_slot < config_slot <= slot for config_slot in self._config_slots
+            )
             self._commit_slot = slot
             self._hard_state_dirty = True
             if self._role is not Role.LEADER:
                 # Our replies count known-chosen slots in `match_slot`: durable first.
                 self._must_sync = True
+            elif passed_config:
+                self._on_config_committed()
+
+    def _on_config_committed(self) -> None:
+        """Stop replicating to removed members; a leader that removed itself hands over."""
+        self._sync_peers()
+        if self.node_id in self.committed_membership.voters or self._stepping_down:
+            return
+        self._stepping_down = True
+        voters = self._other_voters()
+        if voters:
+            best = max(voters, key=lambda voter: (self._peers[voter].match_slot, -voter))
+            self._transfer_target = best
+            self._transfer_elapsed = 0
+            self._transfer_timeout_sent = False
+            self._maybe_send_timeout_now()
 
     def _cut_proposals(self) -> None:
         """Batch queued commands into new slots, bounded by the uncommitted-slot window.
@@ -847,7 +962,7 @@ class Node:
     def _maybe_confirm_reads(self) -> None:
         if not self._reads_unconfirmed:
             return
-        rounds = [self._read_round_sent]
+        rounds = [self._read_round_sent] if self.node_id in self._membership.voters else []
         for voter in self._other_voters():
             progress = self._peers.get(voter)
             rounds.append(progress.read_round if progress is not None else 0)
@@ -887,17 +1002,48 @@ class Node:
                 self._send_heartbeat(peer, progress)
 
     def _store(self, entry: Entry) -> None:
+        held = self._log.entry(entry.slot)
         self._log.store(entry)
         if self._unstable_from is None or entry.slot < self._unstable_from:
             self._unstable_from = entry.slot
-        if entry.kind is EntryKind.MEMBERSHIP:
-            assert entry.membership is not None
-            self._membership = entry.membership
+        was_config = held is not None and held.kind is EntryKind.MEMBERSHIP
+        if was_config or entry.kind is EntryKind.MEMBERSHIP:
+            # A configuration is in force from the moment it is stored (and stops being so
+            # if a higher ballot overwrites its slot with another value).
+            self._rebuild_configs()
 
-    def _refresh_membership_from(self, first: Slot) -> None:
-        for entry in self._log.from_slot(first):
-            if entry.membership is not None:
-                self._membership = entry.membership
+    def _rebuild_configs(self) -> None:
+        """Index the configuration entries held, and adopt the newest one."""
+        self._config_slots = [
+            entry.slot
+            for entry in self._log.from_slot(self._log.first_slot)
+            if entry.kind is EntryKind.MEMBERSHIP
+        ]
+        self._membership = self._membership_at(self._log.last_slot)
+
+    def _membership_at(self, slot: Slot) -> Membership:
+        """The configuration of the newest configuration entry held at or below `slot`."""
+        for config_slot in reversed(self._config_slots):
+            if config_slot <= slot:
+                entry = self._log.entry(config_slot)
+                assert entry is not None and entry.membership is not None
+                return entry.membership
+        return self._snapshot.membership
+
+    def _sync_peers(self, next_slot: Slot | None = None) -> None:
+        """A leader replicates to every member of the committed and the newest configuration."""
+        wanted = set(self._membership.members) | set(self.committed_membership.members)
+        wanted.discard(self.node_id)
+        for member in set(self._peers) - wanted:
+            del self._peers[member]
+        start = Slot(self._commit_slot + 1) if next_slot is None else next_slot
+        for member in sorted(wanted - set(self._peers)):
+            self._peers[member] = PeerProgress(next_slot=start)
+
+    def _campaign_voters(self) -> list[NodeId]:
+        voters = set(self._membership.voters) | set(self.committed_membership.voters)
+        voters.discard(self.node_id)
+        return sorted(voters)
 
     def _set_promised(self, ballot: Ballot) -> None:
         assert ballot > self._promised, "promises only grow"

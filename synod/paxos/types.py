@@ -65,7 +65,11 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """The value a slot holds, and the ballot in which this acceptor accepted it."""
+    """The value a slot holds, and the ballot in which this acceptor accepted it.
+
+    A MEMBERSHIP entry may carry commands too: opaque context (the runtime's member table)
+    that the state machine applies together with the configuration.
+    """
 
     slot: Slot
     ballot: Ballot
@@ -80,7 +84,7 @@ class Entry:
             assert self.membership is not None
         else:
             assert self.membership is None
-        if self.kind is not EntryKind.COMMANDS:
+        if self.kind is EntryKind.NOOP:
             assert not self.commands
         if self.size_bytes == 0:
             object.__setattr__(self, "size_bytes", 32 + sum(len(c) for c in self.commands))

@@ -38,6 +38,11 @@ def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         help="simulated seconds of the safety phase per run",
     )
     parser.add_argument("--verbose", action="store_true", help="print every seed's knobs")
+    parser.add_argument(
+        "--reconfig",
+        action="store_true",
+        help="change the membership during the run (two spare members, random changes)",
+    )
     parser.set_defaults(handler=run_sim_command)
 
 
@@ -53,7 +58,8 @@ def run_sim_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results: list[RunResult] = []
     for seed in range(args.seed, args.seed + args.runs):
-        world = World(RunOptions(seed, args.nodes, args.faults, safety_us))
+        options = RunOptions(seed, args.nodes, args.faults, safety_us, reconfig=args.reconfig)
+        world = World(options)
         if args.runs == 1 or args.verbose:
             print(f"seed {seed}, {args.nodes} members:")
             for line in world.knobs.describe():

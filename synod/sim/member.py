@@ -25,7 +25,7 @@ from typing import Protocol
 from synod.paxos.config import Config
 from synod.paxos.messages import Message
 from synod.paxos.node import Node
-from synod.paxos.types import Entry, NodeId, SnapshotMeta
+from synod.paxos.types import Entry, Membership, NodeId, SnapshotMeta
 from synod.server.driver import Driver
 from synod.sim.kvmachine import KeyValueMachine, Outcome
 from synod.sim.network import Network
@@ -185,6 +185,12 @@ class Member:
         """Ask the core to hand leadership to `target`; raises as the core does."""
         assert self.node is not None
         self.node.transfer_leadership(target)
+        self._run()
+
+    def change_membership(self, membership: Membership) -> None:
+        """Ask the core to change the configuration; raises as the core does."""
+        assert self.node is not None
+        self.node.change_membership(membership)
         self._run()
 
     def compact(self) -> bool:

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from synod.paxos.errors import NotLeader, ProposalDropped
+from synod.paxos.errors import MembershipChangeRefused, NotLeader, ProposalDropped
 from synod.paxos.messages import Message
 from synod.paxos.node import Role, TransferRefused
 from synod.paxos.types import Ballot, Entry, Membership, NodeId, SnapshotMeta
@@ -47,6 +47,7 @@ SAFETY_US_DEFAULT = 2_000_000
 LIVENESS_US_MAX_DEFAULT = 5_000_000
 MEMBERS_MAX = 9
 RESTART_US_DEFAULT = 200_000
+SPARE_MEMBERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +57,11 @@ class RunOptions:
     profile: str = "swarm"
     safety_us: int = SAFETY_US_DEFAULT
     liveness_us_max: int = LIVENESS_US_MAX_DEFAULT
+    reconfig: bool = False
 
     def __post_init__(self) -> None:
         assert self.seed >= 0
-        assert 1 <= self.nodes <= MEMBERS_MAX
+        assert 1 <= self.nodes <= MEMBERS_MAX - (SPARE_MEMBERS if self.reconfig else 0)
         assert self.safety_us >= 0
         assert self.liveness_us_max >= 1
 
@@ -69,6 +71,8 @@ class RunOptions:
             command += f" --faults {self.profile}"
         if self.safety_us != SAFETY_US_DEFAULT:
             command += f" --seconds {self.safety_us / 1_000_000:g}"
+        if self.reconfig:
+            command += " --reconfig"
         return command
 
 
@@ -115,7 +119,11 @@ class World:
         )
         self.knobs = drawn if knobs is None else knobs
         self.loop = EventLoop(quiet_labels=("tick ", "liveness check"))
-        self.ids = tuple(NodeId(i) for i in range(1, options.nodes + 1))
+        # With reconfiguration on, spare members start outside the configuration (they learn
+        # it from the leader once added) and the membership changes during the run.
+        self.initial_voters = tuple(NodeId(i) for i in range(1, options.nodes + 1))
+        spares = SPARE_MEMBERS if options.reconfig else 0
+        self.ids = tuple(NodeId(i) for i in range(1, options.nodes + spares + 1))
         self.network = Network(
             self.loop, self.streams.stream("network"), self.ids, self.knobs.network, self._deliver
         )
@@ -156,7 +164,7 @@ class World:
         self.life_events: list[tuple[int, str]] = []
 
     def _build_member(self, member_id: NodeId) -> Member:
-        membership = Membership(self.ids)
+        membership = Membership(self.initial_voters)
         kind = WalStorage if self.knobs.storage == "wal" else MemoryStorage
         storage: MemberStorage = kind(
             self.streams.stream(f"disk-{member_id}"),
@@ -222,6 +230,57 @@ class World:
         for client in self.clients:
             client.start()
         self.scheduler.start()
+        if self.options.reconfig:
+            rng = self.streams.stream("reconfig")
+            every_us = rng.choice((10_000, 50_000, 150_000))
+            self._schedule_reconfig(every_us, rng)
+
+    # -- reconfiguration --------------------------------------------------------------------
+
+    def _schedule_reconfig(self, every_us: int, rng: random.Random) -> None:
+        def fire() -> None:
+            if self._healed_us is not None:
+                return
+            self.reconfigure(rng)
+            self._schedule_reconfig(every_us, rng)
+
+        self.loop.schedule(rng.randint(1, 2 * every_us), "reconfigure", fire)
+
+    def reconfigure(self, rng: random.Random) -> bool:
+        """Ask the leader for one random membership change (any kind, the leader included)."""
+        leader = self._leader()
+        if leader is None or leader.node is None:
+            return False
+        current = leader.node.membership
+        voters, learners = set(current.voters), set(current.learners)
+        outsiders = sorted(set(self.ids) - voters - learners)
+        choices: list[tuple[str, NodeId]] = []
+        choices += [("add learner", m) for m in outsiders] + [("add voter", m) for m in outsiders]
+        choices += [("promote", m) for m in sorted(learners)]
+        choices += [("remove learner", m) for m in sorted(learners)]
+        if len(voters) > 1:
+            choices += [("remove voter", m) for m in sorted(voters)]
+            choices += [("demote", m) for m in sorted(voters)]
+        if not choices:
+            return False
+        action, member = rng.choice(choices)
+        if action in ("add voter", "promote"):
+            voters.add(member)
+        if action in ("remove voter", "demote"):
+            voters.discard(member)
+        if action in ("add learner", "demote"):
+            learners.add(member)
+        if action in ("promote", "remove learner"):
+            learners.discard(member)
+        target = Membership(tuple(sorted(voters)), tuple(sorted(learners)))
+        self.loop.note(f"leader {leader.node_id} asked to {action} {member}: {target}")
+        try:
+            leader.change_membership(target)
+            self.scheduler.count(f"reconfig {action}")
+        except (NotLeader, MembershipChangeRefused) as refused:
+            self.loop.note(f"membership change refused: {refused}")
+        self._after_input(leader)
+        return True
 
     def run_until(self, end_us: int) -> None:
         """Fire events up to virtual time `end_us` (directed scenarios step with this)."""
@@ -458,9 +517,12 @@ class World:
         if not all(client.idle for client in self.clients):
             return False
         commit_slot = leader.node.commit_slot
+        # Members outside the configuration (spares, removed members) owe nothing.
+        in_config = leader.node.membership.members
         return all(
             member.up and member.machine.applied_slot >= commit_slot
-            for member in self.members.values()
+            for member_id, member in self.members.items()
+            if member_id in in_config
         )
 
     def _liveness_shortfall(self) -> str:
