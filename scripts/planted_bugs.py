@@ -60,6 +60,27 @@ BUGS: dict[str, tuple[str, str, str]] = {
         "        confirmed_round = rounds[self._membership.quorum() - 1]\n",
         "        confirmed_round = rounds[0]\n",
     ),
+    # Membership changes (run with the simulator's --reconfig).
+    "config-quorum-of-own-view-only": (
+        "synod/paxos/node.py",
+        "        if all(config.is_quorum(promised) for config in chain):\n",
+        "        if self._membership.is_quorum(promised):\n",
+    ),
+    "two-voters-at-once": (
+        "synod/paxos/node.py",
+        "        if len(changed_voters) > 1:\n",
+        "        if len(changed_voters) > 2:\n",
+    ),
+    "change-before-previous-committed": (
+        "synod/paxos/node.py",
+        "        if self._config_slots and self._config_slots[-1] > self._commit_slot:\n",
+        "        if False:\n",
+    ),
+}
+RECONFIG_BUGS = {
+    "config-quorum-of-own-view-only",
+    "two-voters-at-once",
+    "change-before-previous-committed",
 }
 
 
@@ -91,6 +112,7 @@ def seeds_to_catch(name: str, seeds: int, nodes: int, first_seed: int) -> tuple[
                     "1",
                     "--nodes",
                     str(nodes),
+                    *(["--reconfig"] if name in RECONFIG_BUGS else []),
                 ],
                 cwd=scratch,
                 capture_output=True,

@@ -261,10 +261,15 @@ class World:
         if len(voters) > 1:
             choices += [("remove voter", m) for m in sorted(voters)]
             choices += [("demote", m) for m in sorted(voters)]
+        if outsiders:
+            # Two voters at once: the core must refuse it (quorums of the two need not meet).
+            choices += [("swap in", m) for m in outsiders]
         if not choices:
             return False
         action, member = rng.choice(choices)
-        if action in ("add voter", "promote"):
+        if action == "swap in":
+            voters.discard(rng.choice(sorted(voters)))
+        if action in ("add voter", "promote", "swap in"):
             voters.add(member)
         if action in ("remove voter", "demote"):
             voters.discard(member)

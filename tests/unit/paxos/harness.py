@@ -117,12 +117,14 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, size: int, config: Config = TEST_CONFIG) -> None:
-        ids = [NodeId(i) for i in range(1, size + 1)]
-        self.bootstrap = Restore.bootstrap(ids)
+    def __init__(self, size: int, config: Config = TEST_CONFIG, spares: int = 0) -> None:
+        """`size` voters; `spares` more members outside the configuration until added."""
+        voters = [NodeId(i) for i in range(1, size + 1)]
+        self.bootstrap = Restore.bootstrap(voters)
         self.in_flight: list[Message] = []
         self.cut: set[tuple[int, int]] = set()
         self.down: set[int] = set()
+        ids = [NodeId(i) for i in range(1, size + spares + 1)]
         self.members = {i: Member(i, self, config) for i in ids}
 
     def node(self, node_id: int) -> Node:
@@ -136,6 +138,17 @@ class Cluster:
             if node_id not in self.down:
                 self.members[node_id].driver.run()
                 self.members[node_id].node.check_invariants()
+
+    def deliver_once(self) -> None:
+        """Run the drivers, then deliver only the messages in flight now (one hop)."""
+        self.run_drivers()
+        batch, self.in_flight = self.in_flight, []
+        for message in batch:
+            if (message.src, message.dst) in self.cut or message.dst in self.down:
+                continue
+            if message.src not in self.down:
+                self.members[message.dst].node.step(message)
+        self.run_drivers()
 
     def deliver(self, rounds_max: int = 200) -> None:
         """Deliver messages (dropping those on cut links or to down members) until quiet."""
