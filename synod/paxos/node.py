@@ -20,8 +20,10 @@ Every member is an acceptor; one voter at a time acts as the stable leader (prop
 * Reads (read-index): a read is tagged with a read round begun after it arrived; it is
   confirmed when a quorum of voters acknowledged that round in the leader's ballot, and
   released once the entries up to the commit slot of its arrival were handed for apply.
-* Election restriction: an acceptor promises (or pre-votes) only to a candidate whose commit
-  slot is at least its own. Then a candidate never needs slots an acceptor compacted.
+* Election restriction: an acceptor promises (or pre-votes) only if it still holds every slot
+  the candidate asks about (after the candidate's commit slot): it never compacted what a
+  candidate needs. A candidate that knows less than the acceptor learns the missing chosen
+  slots from the promises (a chosen value is always the one of the highest ballot there).
 * A follower's `match_slot` counts slots it knows chosen (its commit slot) besides entries of
   the leader's ballot, so a follower makes its commit slot durable (a synced hard state)
   before any reply that reveals it: a restarted member must never report less than it did.
@@ -115,7 +117,12 @@ class Node:
         self.node_id = node_id
         self.config = config
         self._rng = rng
-        self._promised = restore.hard_state.promised
+        # A save torn after its entries but before its hard state leaves accepted entries of
+        # a ballot whose promise was lost: accepting implies promising, so adopt it (no reply
+        # revealing either left before the save completed).
+        self._promised = max(
+            [restore.hard_state.promised, *(entry.ballot for entry in restore.entries)]
+        )
         self._max_round_seen = self._promised.round
         self._snapshot = restore.snapshot
         self._log = AcceptorLog(restore.snapshot.last_slot, restore.entries)
@@ -516,7 +523,7 @@ class Node:
         granted = (
             not self._in_leader_lease()
             and message.ballot > self._promised
-            and message.commit_slot >= self._commit_slot
+            and message.commit_slot + 1 >= self._log.first_slot
         )
         self._persisted_messages.append(
             PreVoteReply(self.node_id, message.src, message.ballot, granted, self._promised)
@@ -568,7 +575,7 @@ class Node:
         refuse = (
             message.ballot < self._promised
             or (not message.transfer and self._in_leader_lease() and self._leader != message.src)
-            or message.commit_slot < self._commit_slot
+            or message.from_slot < self._log.first_slot
         )
         if refuse:
             self._persisted_messages.append(
@@ -579,7 +586,6 @@ class Node:
             self._set_promised(message.ballot)
             self._become_follower(leader=None)
         self._reset_election_timer()
-        assert message.from_slot >= self._log.first_slot, "election restriction broken"
         entries = tuple(self._log.from_slot(message.from_slot))
         self._persisted_messages.append(
             Promise(self.node_id, message.src, message.ballot, True, self._promised, entries)

@@ -12,7 +12,7 @@ from synod.paxos.config import Config
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import Accept
 from synod.paxos.node import Role, TransferRefused
-from synod.paxos.types import Entry, EntryKind, NodeId, Slot, SnapshotMeta
+from synod.paxos.types import Entry, EntryKind, HardState, NodeId, Slot, SnapshotMeta
 
 from .harness import TEST_CONFIG, Cluster
 
@@ -363,3 +363,30 @@ def test_followers_learn_the_commit_slot_without_waiting_for_a_heartbeat() -> No
     cluster.propose(1, b"x")  # delivers messages until quiet, with no tick at all
     assert cluster.applied(2) == [b"x"]
     assert cluster.applied(3) == [b"x"]
+
+
+def test_torn_save_that_kept_entries_but_lost_the_promise_keeps_the_promise() -> None:
+    """Regression (simulator seed 523 with --reconfig, 5 members): a save wrote a new ballot's
+    entry but was torn before its hard state. Accepting implies promising: after the restart
+    the member must refuse a deposed leader's lower ballot rather than overwrite the entry."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    cluster.propose(1, b"x")
+    cluster.tick_all(2)
+    old_ballot = cluster.node(1).ballot
+    cluster.isolate(1)  # 1 still believes it leads
+    cluster.elect(2)
+    cluster.propose(2, b"y")
+    held = cluster.node(3).entry(Slot(2))
+    assert held is not None and held.ballot == cluster.node(2).ballot
+    storage = cluster.member(3).storage
+    storage.hard_state = storage.synced_hard_state = HardState(old_ballot, Slot(1))
+    cluster.crash(3)
+    cluster.restart(3)
+    cluster.cut -= {(1, 3), (3, 1)}
+    cluster.propose(1, b"z")
+    cluster.tick([1, 3], 2)
+    kept = cluster.node(3).entry(Slot(2))
+    assert kept is not None and kept.commands == (b"y",)
+    assert cluster.node(3).ballot >= held.ballot
+    assert cluster.node(1).commit_slot == 1, "the deposed leader never committed z"
