@@ -445,7 +445,8 @@ class Node:
         if self._election_elapsed < self._election_timeout:
             return
         if self.node_id not in self._membership.voters:
-            self._election_elapsed = 0
+            # Never campaign, but let the lease lapse: a learner that still believed in a
+            # departed leader would refuse every candidate's pre-vote forever.
             return
         if self.config.pre_vote:
             self._start_pre_vote()

@@ -34,6 +34,30 @@ def test_run_is_safe_live_and_linearizable(seed: int, members: int, profile: str
     assert result.events > 0
 
 
+RECONFIG_SEEDS = 60
+RECONFIG_PROFILES = ("swarm", "crash", "partition", "disk")
+
+
+@pytest.mark.parametrize("seed", range(1000, 1000 + RECONFIG_SEEDS))
+def test_run_with_membership_changes_is_safe_live_and_linearizable(seed: int) -> None:
+    """Members are added, promoted, demoted and removed (the leader too) during the faults."""
+    members = (1, 3, 5)[seed % 3]
+    profile = RECONFIG_PROFILES[(seed // 3) % len(RECONFIG_PROFILES)]
+    result = run(RunOptions(seed, members, profile, SAFETY_US, reconfig=True))
+    assert result.ok, "\n" + result.report()
+
+
+def test_reconfiguration_runs_make_every_kind_of_change() -> None:
+    """The runs above are not vacuous: the simulator really changes the membership."""
+    kinds: set[str] = set()
+    for seed in (1, 2):
+        result = run(RunOptions(seed, 3, "swarm", reconfig=True))
+        assert result.ok, "\n" + result.report()
+        kinds |= {kind for kind in result.faults if kind.startswith("reconfig")}
+    expected = {"add learner", "add voter", "promote", "demote", "remove voter", "remove learner"}
+    assert kinds == {f"reconfig {kind}" for kind in expected}
+
+
 @pytest.mark.parametrize("members", [1, 3, 5])
 def test_same_seed_same_run(members: int) -> None:
     """Two runs of one seed fire the same events at the same virtual times."""
