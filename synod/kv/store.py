@@ -25,6 +25,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 import msgpack
@@ -81,6 +82,11 @@ from synod.kv.txn import check_delete, check_put, check_range, check_txn, compar
 LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s election
 LEASES_DUE_MAX = 1000
 SNAPSHOT_FORMAT = 1
+SNAPSHOT_SLICE_KEYS = 2000
+
+
+class SnapshotCancelled(Exception):
+    """A compaction ran while a snapshot stream was open; the stream is void, start again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,7 @@ class KVStore:
         self._live: SortedDict = SortedDict()  # key -> KeyValue
         self._changes: SortedDict = SortedDict()  # revision -> tuple of keys, write order
         self.leases = LeaseTable(lease_ttl_s_min)
+        self._freeze: _Freeze | None = None
 
     @property
     def revision(self) -> Revision:
@@ -259,6 +266,8 @@ class KVStore:
         """Write one change of `key` at `revision`; returns the value it replaced."""
         prev: KeyValue | None = self._live.get(key)
         history = self._index.get(key)
+        if self._freeze is not None:
+            self._freeze.preserve(key, history)
         if history is None:
             history = self._index[key] = History()
         history.append(revision, kv)
@@ -366,6 +375,9 @@ class KVStore:
             raise errors.Compacted()
         if revision > self._revision:
             raise errors.FutureRevision()
+        if self._freeze is not None:
+            self._freeze.cancelled = True
+            self._freeze = None
         for key in list(self._index.keys()):
             history: History = self._index[key]
             history.compact(revision)
@@ -499,6 +511,108 @@ class KVStore:
         data: bytes = msgpack.packb(state, use_bin_type=True)
         return data
 
+    def snapshot_stream(self, slice_keys: int = SNAPSHOT_SLICE_KEYS) -> Iterator[bytes]:
+        """`snapshot()` as of this call, in pieces that each cost a bounded slice of work.
+
+        Commands may be applied between two pieces: the store keeps, for every key the stream
+        has not reached yet, its records as of the call (`_Freeze`), so the pieces joined are
+        exactly the bytes `snapshot()` would have returned at the call. A compaction voids an
+        open stream (`SnapshotCancelled` at its next piece); opening a stream voids the
+        previous one. Pieces are produced only while the caller asks for them.
+        """
+        assert slice_keys >= 1
+        if self._freeze is not None:
+            self._freeze.cancelled = True
+        freeze = _Freeze()
+        self._freeze = freeze
+        header = msgpack.Packer(use_bin_type=True, autoreset=False)
+        header.pack_array_header(8)
+        for value in (
+            SNAPSHOT_FORMAT,
+            self._revision,
+            self._compact_revision,
+            self.leases.ttl_s_min,
+            self.leases.id_counter,
+        ):
+            header.pack(value)
+        header.pack_array_header(len(self._index))
+        leases = []
+        for lease_id in self.leases.ids():
+            lease = self.leases.get(lease_id)
+            assert lease is not None
+            leases.append([lease.id, lease.ttl_s, lease.deadline_ms])
+        counts = (len(self._index), len(self._changes), slice_keys)
+        return self._snapshot_pieces(freeze, header.bytes(), counts, self._revision, leases)
+
+    def _snapshot_pieces(
+        self,
+        freeze: _Freeze,
+        header: bytes,
+        counts: tuple[int, int, int],
+        revision: int,
+        leases: list[list[int]],
+    ) -> Iterator[bytes]:
+        key_count, change_count, slice_keys = counts
+        try:
+            yield header
+            written = 0
+            for piece, count in self._index_slices(freeze, slice_keys):
+                written += count
+                yield piece
+            assert written == key_count, "every key of the frozen view is written once"
+            packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+            packer.pack_array_header(change_count)
+            after: int | None = None
+            while True:
+                freeze.check()
+                span = self._changes.irange(
+                    minimum=after, maximum=revision, inclusive=(False, True)
+                )
+                revisions = list(islice(span, slice_keys))
+                if not revisions:
+                    break
+                for at in revisions:
+                    packer.pack([at, list(self._changes[at])])
+                    change_count -= 1
+                after = revisions[-1]
+                yield packer.bytes()
+                packer.reset()
+            assert change_count == 0, "every change of the frozen view is written once"
+            packer.pack(leases)
+            yield packer.bytes()
+        finally:
+            if self._freeze is freeze:
+                self._freeze = None
+
+    def _index_slices(self, freeze: _Freeze, slice_keys: int) -> Iterator[tuple[bytes, int]]:
+        """(packed index items, how many) for the keys as frozen, `slice_keys` keys a time."""
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        while True:
+            freeze.check()
+            if freeze.position is None:
+                span = self._index.irange()
+            else:
+                span = self._index.irange(minimum=freeze.position, inclusive=(False, True))
+            keys = list(islice(span, slice_keys))
+            if not keys:
+                return
+            count = 0
+            for key in keys:
+                kept = freeze.originals.pop(key, _UNCHANGED)
+                if kept is None:
+                    continue  # created after the stream opened
+                if kept is _UNCHANGED:
+                    history: History = self._index[key]
+                    pairs = _records(history)
+                else:
+                    assert isinstance(kept, History)
+                    pairs = _records(kept)
+                packer.pack([key, [[at, _pack_record(record)] for at, record in pairs]])
+                count += 1
+            freeze.position = keys[-1]
+            yield packer.bytes(), count
+            packer.reset()
+
     @classmethod
     def restore(cls, data: bytes) -> KVStore:
         """The store `snapshot()` wrote; `MalformedCommand` if the bytes are not one."""
@@ -581,6 +695,36 @@ class KVStore:
             assert self._changes.keys()[-1] <= self._revision
             assert self._changes.keys()[0] >= self._compact_revision
         self.leases.check_invariants()
+
+
+_UNCHANGED = History()
+
+
+class _Freeze:
+    """The view an open snapshot stream writes: keys after `position` as they were when it
+    opened. Before a key after `position` changes, its records as of then are kept in
+    `originals` (None: the key did not exist yet); keys at or before it were written."""
+
+    __slots__ = ("cancelled", "originals", "position")
+
+    def __init__(self) -> None:
+        self.position: bytes | None = None
+        self.originals: dict[bytes, History | None] = {}
+        self.cancelled = False
+
+    def preserve(self, key: bytes, history: History | None) -> None:
+        if self.position is not None and key <= self.position:
+            return
+        if key in self.originals:
+            return
+        if history is None:
+            self.originals[key] = None
+        else:
+            self.originals[key] = History(list(history.revisions), list(history.records))
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise SnapshotCancelled("a compaction ran during the snapshot")
 
 
 def _records(history: History) -> Iterator[tuple[int, KeyValue | None]]:

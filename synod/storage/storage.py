@@ -49,7 +49,7 @@ from synod.storage.wal import (
     Wal,
     WalOptions,
     decode_frame,
-    encode_frame,
+    encode_frame_header,
     recover,
     storage_failure,
 )
@@ -185,7 +185,7 @@ class DurableStorage:
             records: list[tuple[int, bytes]] = []
             ref = None
             if snapshot is not None:
-                ref = self._write_snapshot_file(snapshot.meta, snapshot.data)
+                ref = self._write_snapshot_file(snapshot.meta, [snapshot.data])
                 records.append(
                     (RECORD_SNAPSHOT, codec.pack([codec.encode_snapshot_ref(ref), True]))
                 )
@@ -211,25 +211,43 @@ class DurableStorage:
             self._failure = self._failure or failure
             raise
 
-    def compact(self, meta: SnapshotMeta, data: bytes) -> int:
+    def compact(self, meta: SnapshotMeta, data: bytes | Sequence[bytes]) -> int:
         """Persist a state-machine snapshot and remove log segments wholly below it.
 
-        Returns how many segments were removed. A snapshot not newer than the current one
-        changes nothing.
+        `data` is the snapshot's bytes, or pieces whose concatenation they are (never
+        joined: a large snapshot is written piece by piece). Safe to call from a thread other
+        than the one saving: the file is written and the record waited for without holding
+        the lock that `save_async` takes, so the saver only ever waits for a few list
+        operations. Returns how many segments were removed. A snapshot not newer than the
+        current one changes nothing.
         """
+        pieces = [data] if isinstance(data, bytes) else data
         with self._lock:
             self._raise_if_failed()
             if meta.last_slot <= self._snapshot.meta.last_slot:
                 return 0
+        ref = self._write_snapshot_file(meta, pieces)
+        with self._lock:
+            self._raise_if_failed()
+            if meta.last_slot <= self._snapshot.meta.last_slot:
+                return 0  # a newer snapshot was installed meanwhile; the file goes at next open
             assert meta.last_slot <= self._log_last, "a snapshot cannot cover unlogged slots"
-            ref = self._write_snapshot_file(meta, data)
             payload = codec.pack([codec.encode_snapshot_ref(ref), False])
             ticket = self._append([(RECORD_SNAPSHOT, payload)])
             self._snapshot, self._snapshot_seq = ref, ticket.segment_seq
-            self.wait_durable(ticket)
-            removed = self._remove_segments_below(meta.last_slot, ticket.segment_seq)
+        self.wait_durable(ticket)
+        removed = self._remove_segments_below(meta.last_slot, ticket.segment_seq)
+        with self._lock:
             self._remove_unreferenced_snapshots()
-            return removed
+        return removed
+
+    def snapshot_file(self) -> tuple[SnapshotMeta, str] | None:
+        """The current snapshot's metadata and file path (None: the empty bootstrap one)."""
+        with self._lock:
+            ref = self._snapshot
+        if ref.file_name is None:
+            return None
+        return ref.meta, os.path.join(self.directory, ref.file_name)
 
     def close(self) -> None:
         """Make everything saved durable, stop the committer, release the directory."""
@@ -275,31 +293,50 @@ class DurableStorage:
 
     def _remove_segments_below(self, last_slot: Slot, snapshot_seq: int) -> int:
         through = None
-        for seq in range(self.wal.oldest_seq, snapshot_seq):
-            if self._segment_max_slot.get(seq, 0) > last_slot:
-                break
-            through = seq
+        with self._lock:
+            for seq in range(self.wal.oldest_seq, snapshot_seq):
+                if self._segment_max_slot.get(seq, 0) > last_slot:
+                    break
+                through = seq
         if through is None:
             return 0
         removed = self.wal.remove_segments_through(through)
-        for seq in [seq for seq in self._segment_max_slot if seq <= through]:
-            del self._segment_max_slot[seq]
+        with self._lock:
+            for seq in [seq for seq in self._segment_max_slot if seq <= through]:
+                del self._segment_max_slot[seq]
         log.info("storage: compacted %d segments below slot %d", removed, last_slot)
         return removed
 
-    def _write_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> SnapshotRef:
-        """Write the snapshot durably under its final name; the WAL may then reference it."""
-        crc = zlib.crc32(data)
+    def _write_snapshot_file(self, meta: SnapshotMeta, pieces: Sequence[bytes]) -> SnapshotRef:
+        """Write the snapshot durably under its final name; the WAL may then reference it.
+
+        The file is one frame whose payload is msgpack `[meta, data]`; the frame's header and
+        the bin header of `data` are computed from the pieces, which are written as they are.
+        """
+        crc = 0
+        size = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+            size += len(piece)
         name = f"snapshot-{meta.last_slot:016x}-{crc:08x}.snap"
         path = os.path.join(self.directory, name)
         temp = path + TEMP_SUFFIX
-        payload = codec.pack([codec.encode_snapshot_meta(meta), data])
+        prefix = b"\x92" + codec.pack(codec.encode_snapshot_meta(meta)) + _bin_header(size)
         try:
             if self.fs.exists(temp):
                 self.fs.remove(temp)
             file = self.fs.open(temp, create=True)
             try:
-                file.write_at(0, encode_frame(RECORD_SNAPSHOT_FILE, payload, 0))
+                payload_crc = zlib.crc32(prefix)
+                for piece in pieces:
+                    payload_crc = zlib.crc32(piece, payload_crc)
+                header = encode_frame_header(
+                    RECORD_SNAPSHOT_FILE, len(prefix) + size, payload_crc, 0
+                )
+                offset = 0
+                for chunk in (header, prefix, *pieces):
+                    file.write_at(offset, chunk)
+                    offset += len(chunk)
                 file.sync()
             finally:
                 file.close()
@@ -308,7 +345,7 @@ class DurableStorage:
         except OSError as error:
             self._failure = storage_failure(f"writing snapshot {path}", error)
             raise self._failure from error
-        return SnapshotRef(meta, name, len(data), crc)
+        return SnapshotRef(meta, name, size, crc)
 
     def _remove_unreferenced_snapshots(self) -> None:
         names = [
@@ -327,6 +364,16 @@ class DurableStorage:
         if self.wal.failure is not None:
             self._failure = StorageFatal(str(self.wal.failure))
             raise self._failure
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's header of a bin value of `size` bytes (the smallest form, as packb writes)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    assert size < 1 << 32
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def lock_directory(fs: FileSystem, directory: str) -> None:

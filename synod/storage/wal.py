@@ -136,10 +136,18 @@ def segment_name(seq: int) -> str:
 
 
 def encode_frame(record_type: int, payload: bytes, synced_offset: int) -> bytes:
+    header = encode_frame_header(record_type, len(payload), zlib.crc32(payload), synced_offset)
+    return header + payload
+
+
+def encode_frame_header(
+    record_type: int, length: int, payload_crc: int, synced_offset: int
+) -> bytes:
+    """The header of a frame whose payload (written after it) has `length` and `payload_crc`."""
     assert 1 <= record_type <= RECORD_TYPE_MAX
-    assert len(payload) < LENGTH_MAX
-    fields = FRAME_FIELDS.pack(len(payload), record_type, synced_offset, zlib.crc32(payload))
-    return fields + FRAME_CRC.pack(zlib.crc32(fields)) + payload
+    assert 0 <= length < LENGTH_MAX
+    fields = FRAME_FIELDS.pack(length, record_type, synced_offset, payload_crc)
+    return fields + FRAME_CRC.pack(zlib.crc32(fields))
 
 
 def decode_frame(data: bytes, offset: int) -> Frame | None:
