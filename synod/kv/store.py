@@ -82,7 +82,7 @@ from synod.kv.txn import check_delete, check_put, check_range, check_txn, compar
 LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s election
 LEASES_DUE_MAX = 1000
 SNAPSHOT_FORMAT = 1
-SNAPSHOT_SLICE_KEYS = 2000
+SNAPSHOT_SLICE_KEYS = 250
 
 
 class SnapshotCancelled(Exception):

@@ -9,7 +9,7 @@ expire the leases whose time ran out), both proposed through the log like any co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from synod.kv.codec import encode_command
 from synod.kv.errors import KVError, MalformedCommand
@@ -59,6 +59,10 @@ class KvService:
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
+
+    def snapshot_stream(self) -> Iterator[bytes]:
+        """The snapshot as of now in bounded pieces (see KVStore.snapshot_stream)."""
+        return self.store.snapshot_stream()
 
     def restore(self, data: bytes) -> None:
         self.store = KVStore.restore(data)

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +51,7 @@ from synod.server.members import (
     decode_machine_snapshot,
     encode_machine_snapshot,
 )
+from synod.server.snapshot_saver import SnapshotSaver, service_pieces
 from synod.storage.storage import DurableStorage
 from synod.transport.codec import WireError, decode_messages, encode_messages
 from synod.transport.peer import PeerTransport
@@ -225,6 +226,13 @@ class _Machine:
         meta = SnapshotMeta(self.applied_slot, self.membership)
         return meta, encode_machine_snapshot(self.table, self.service.snapshot())
 
+    def snapshot_stream(self) -> tuple[SnapshotMeta, Iterator[bytes]]:
+        """The state as of now, as pieces that join to `snapshot()`'s bytes; applying may go
+        on between pieces (see synod.server.snapshot_saver)."""
+        meta = SnapshotMeta(self.applied_slot, self.membership)
+        table_prefix = encode_machine_snapshot(self.table, b"")
+        return meta, itertools.chain([table_prefix], service_pieces(self.service))
+
     def restore(self, meta: SnapshotMeta, data: bytes) -> None:
         started = time.perf_counter()
         table, service_bytes = decode_machine_snapshot(data)
@@ -304,6 +312,7 @@ class Member:
         if snapshot_data is not None:
             self.machine.restore(restore.snapshot, snapshot_data)
         self._last_snapshot_slot = restore.snapshot.last_slot
+        self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
         self.driver = Driver(
             self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
         )
@@ -327,6 +336,7 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.transport.stop()
+        await self.snapshots.close()
         self.storage.close()
         for future in list(self._writes.values()):
             if not future.done():
@@ -427,15 +437,19 @@ class Member:
         os._exit(STORAGE_FAILED_EXIT)
 
     def _maybe_snapshot(self) -> None:
+        """Start a snapshot every `snapshot_every_slots`; it is taken in short turns of the
+        loop and written on a thread (synod.server.snapshot_saver)."""
         applied = self.machine.applied_slot
         if applied - self._last_snapshot_slot < self.config.snapshot_every_slots:
             return
-        started = time.perf_counter()
-        meta, data = self.machine.snapshot()
-        self.storage.compact(meta, data)
+        if not self.snapshots.busy:
+            self.snapshots.start(*self.machine.snapshot_stream())
+
+    def _on_snapshot_saved(self, meta: SnapshotMeta, seconds: float) -> None:
         self.node.compact(meta)
-        self._last_snapshot_slot = meta.last_slot
-        self.observer.observe_snapshot_save(time.perf_counter() - started)
+        self._last_snapshot_slot = max(self._last_snapshot_slot, meta.last_slot)
+        self.observer.observe_snapshot_save(seconds)
+        self._schedule_process()
 
     def _leader_duties(self, became_leader: bool = False) -> None:
         if self.node.role is not Role.LEADER:
