@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import msgpack
 
 from synod.paxos.errors import NotLeader, ProposalDropped
-from synod.paxos.messages import Message
+from synod.paxos.messages import InstallSnapshot, Message
 from synod.paxos.node import Node, Role
 from synod.paxos.ready import Ready
 from synod.paxos.types import (
@@ -52,6 +52,13 @@ from synod.server.members import (
     encode_machine_snapshot,
 )
 from synod.server.snapshot_saver import SnapshotSaver, service_pieces
+from synod.server.snapshot_transfer import (
+    SNAPSHOT_ACK,
+    SNAPSHOT_BEGIN,
+    SNAPSHOT_CHUNK,
+    SnapshotReceiver,
+    SnapshotSender,
+)
 from synod.storage.storage import DurableStorage
 from synod.transport.codec import WireError, decode_messages, encode_messages
 from synod.transport.peer import PeerTransport
@@ -223,8 +230,12 @@ class _Machine:
         self.member._on_table_applied(change_id, table)
 
     def snapshot(self) -> tuple[SnapshotMeta, bytes]:
-        meta = SnapshotMeta(self.applied_slot, self.membership)
-        return meta, encode_machine_snapshot(self.table, self.service.snapshot())
+        """What the driver ships to a lagging member: only the metadata, because the runtime
+        streams the durable snapshot file instead (synod.server.snapshot_transfer) rather
+        than serialize the whole state on the loop for every request."""
+        file = self.member.storage.snapshot_file()
+        meta = SnapshotMeta(self.applied_slot, self.membership) if file is None else file.meta
+        return meta, b""
 
     def snapshot_stream(self) -> tuple[SnapshotMeta, Iterator[bytes]]:
         """The state as of now, as pieces that join to `snapshot()`'s bytes; applying may go
@@ -325,6 +336,10 @@ class Member:
             self._on_frame,
         )
         self.transport.on_join_query = self._on_join_query
+        self.snapshot_sender = SnapshotSender(self.transport.send)
+        self.snapshot_receiver = SnapshotReceiver(
+            self.member_id, self.config.data_dir, self.transport.send, self._on_snapshot_received
+        )
         await self.transport.start()
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self.started.set()
@@ -336,6 +351,8 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.transport.stop()
+        self.snapshot_sender.close()
+        self.snapshot_receiver.close()
         await self.snapshots.close()
         self.storage.close()
         for future in list(self._writes.values()):
@@ -350,6 +367,7 @@ class Member:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             next_tick += interval_s
             self.node.tick()
+            self.snapshot_sender.tick()
             self._leader_duties()
             self._schedule_process()
 
@@ -359,6 +377,9 @@ class Member:
         """Outbox: group the core's messages per receiver; the transport batches frames."""
         by_peer: dict[int, list[Message]] = {}
         for message in messages:
+            if isinstance(message, InstallSnapshot):
+                self._offer_snapshot(message)
+                continue
             by_peer.setdefault(message.dst, []).append(message)
         for peer, batch in by_peer.items():
             self.transport.send(peer, encode_messages(batch))
@@ -591,9 +612,27 @@ class Member:
                 self.node.step(message)
         self._schedule_process()
 
+    def _offer_snapshot(self, message: InstallSnapshot) -> None:
+        """The core wants `message.dst` to get a snapshot: stream the durable file."""
+        file = self.storage.snapshot_file()
+        if file is None:
+            log.warning("member %x needs a snapshot but none is on disk", message.dst)
+            return
+        self.snapshot_sender.offer(message.dst, message.ballot, file)
+
+    def _on_snapshot_received(self, message: InstallSnapshot) -> None:
+        self.node.step(message)
+        self._schedule_process()
+
     def _on_runtime_item(self, sender: int, item: list[Any]) -> None:
         code = item[0]
-        if code == FORWARD_PROPOSALS:
+        if code == SNAPSHOT_BEGIN:
+            self.snapshot_receiver.on_begin(sender, item)
+        elif code == SNAPSHOT_CHUNK:
+            self.snapshot_receiver.on_chunk(sender, item)
+        elif code == SNAPSHOT_ACK:
+            self.snapshot_sender.on_ack(sender, item)
+        elif code == FORWARD_PROPOSALS:
             envelopes = [e for e in item[1] if isinstance(e, bytes)]
             try:
                 self.node.propose(envelopes)

@@ -74,6 +74,15 @@ class _Replayed:
     snapshot_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    """A durable snapshot file: what it covers, where it is, the crc32 of its data."""
+
+    meta: SnapshotMeta
+    path: str
+    data_crc: int
+
+
 class DurableStorage:
     """A member's durable state in one directory; thread-safe; use `open`."""
 
@@ -241,13 +250,13 @@ class DurableStorage:
             self._remove_unreferenced_snapshots()
         return removed
 
-    def snapshot_file(self) -> tuple[SnapshotMeta, str] | None:
-        """The current snapshot's metadata and file path (None: the empty bootstrap one)."""
+    def snapshot_file(self) -> SnapshotFile | None:
+        """The current snapshot's file (None: the empty bootstrap snapshot has none)."""
         with self._lock:
             ref = self._snapshot
         if ref.file_name is None:
             return None
-        return ref.meta, os.path.join(self.directory, ref.file_name)
+        return SnapshotFile(ref.meta, os.path.join(self.directory, ref.file_name), ref.data_crc)
 
     def close(self) -> None:
         """Make everything saved durable, stop the committer, release the directory."""
@@ -513,7 +522,14 @@ def _read_snapshot(fs: FileSystem, directory: str, ref: SnapshotRef) -> bytes | 
     path = os.path.join(directory, ref.file_name)
     if not fs.exists(path):
         raise StorageCorrupt(path, None, "the current snapshot file is missing")
-    raw = fs.read(path)
+    meta, data = decode_snapshot_file(fs.read(path), path)
+    if meta != ref.meta or zlib.crc32(data) != ref.data_crc:
+        raise StorageCorrupt(path, 0, "snapshot file does not match the log's reference to it")
+    return data
+
+
+def decode_snapshot_file(raw: bytes, path: str) -> tuple[SnapshotMeta, bytes]:
+    """A snapshot file's metadata and data; StorageCorrupt if it fails its checksum."""
     frame = decode_frame(raw, 0)
     if frame is None or frame.type != RECORD_SNAPSHOT_FILE or frame.end != len(raw):
         raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
@@ -522,6 +538,6 @@ def _read_snapshot(fs: FileSystem, directory: str, ref: SnapshotRef) -> bytes | 
         meta = codec.decode_snapshot_meta(meta_raw)
     except (CodecError, ValueError) as error:
         raise StorageCorrupt(path, 0, f"snapshot file does not decode: {error}") from error
-    if meta != ref.meta or not isinstance(data, bytes) or zlib.crc32(data) != ref.data_crc:
-        raise StorageCorrupt(path, 0, "snapshot file does not match the log's reference to it")
-    return data
+    if not isinstance(data, bytes):
+        raise StorageCorrupt(path, 0, "snapshot file holds no data bytes")
+    return meta, data

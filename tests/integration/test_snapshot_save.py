@@ -72,7 +72,7 @@ def test_writes_are_served_during_a_snapshot_and_the_snapshot_is_exact(tmp_path:
         restored = again.service
         assert isinstance(restored, KvService)
         assert restored.store.snapshot() == before
-        assert os.path.exists(snapshot[1])
+        assert os.path.exists(snapshot.path)
         await again.stop()
 
     asyncio.run(scenario())
