@@ -104,7 +104,8 @@ def build(directory: str, keys: int, value_bytes: int, log_bytes: int, log_value
         file.write(str(port))
     if log_bytes:
         print(
-            f"  log of {written >> 20} MB ({slot - 1} slots) in {time.perf_counter() - started:.1f} s"
+            f"  log of {written >> 20} MB ({slot - 1} slots) "
+            f"in {time.perf_counter() - started:.1f} s"
         )
 
 
