@@ -56,6 +56,7 @@ from synod.server.snapshot_transfer import (
     SNAPSHOT_ACK,
     SNAPSHOT_BEGIN,
     SNAPSHOT_CHUNK,
+    FileShippingMachine,
     SnapshotReceiver,
     SnapshotSender,
 )
@@ -230,12 +231,8 @@ class _Machine:
         self.member._on_table_applied(change_id, table)
 
     def snapshot(self) -> tuple[SnapshotMeta, bytes]:
-        """What the driver ships to a lagging member: only the metadata, because the runtime
-        streams the durable snapshot file instead (synod.server.snapshot_transfer) rather
-        than serialize the whole state on the loop for every request."""
-        file = self.member.storage.snapshot_file()
-        meta = SnapshotMeta(self.applied_slot, self.membership) if file is None else file.meta
-        return meta, b""
+        meta = SnapshotMeta(self.applied_slot, self.membership)
+        return meta, encode_machine_snapshot(self.table, self.service.snapshot())
 
     def snapshot_stream(self) -> tuple[SnapshotMeta, Iterator[bytes]]:
         """The state as of now, as pieces that join to `snapshot()`'s bytes; applying may go
@@ -324,8 +321,9 @@ class Member:
             self.machine.restore(restore.snapshot, snapshot_data)
         self._last_snapshot_slot = restore.snapshot.last_slot
         self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
+        shipping = FileShippingMachine(self.machine, self.storage)
         self.driver = Driver(
-            self.node, self.storage, self, self.machine, self._on_read, self._on_read_failed
+            self.node, self.storage, self, shipping, self._on_read, self._on_read_failed
         )
         listen = self.config.listen_peer_url
         self.transport = PeerTransport(

@@ -46,9 +46,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from synod.paxos.messages import InstallSnapshot
-from synod.paxos.types import Ballot, NodeId
+from synod.paxos.types import Ballot, Entry, NodeId, SnapshotMeta
+from synod.server.driver import StateMachine
 from synod.storage.errors import StorageCorrupt
-from synod.storage.storage import SnapshotFile, decode_snapshot_file
+from synod.storage.storage import DurableStorage, SnapshotFile, decode_snapshot_file
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,29 @@ INCOMING_NAME = "snapshot-incoming.part"
 
 Key = tuple[int, int, int]  # last slot, crc32 of the data, size of the file in bytes
 Send = Callable[[int, list[Any]], None]
+
+
+class FileShippingMachine:
+    """The state machine as the driver sees it in the member runtime. The driver asks for
+    `snapshot()` only to ship one to a lagging member; the runtime streams the durable file
+    instead, so this gives that file's metadata and no bytes rather than serialize the whole
+    state on the loop for every request."""
+
+    def __init__(self, machine: StateMachine, storage: DurableStorage) -> None:
+        self.machine = machine
+        self.storage = storage
+
+    def apply(self, entry: Entry) -> None:
+        self.machine.apply(entry)
+
+    def restore(self, meta: SnapshotMeta, data: bytes) -> None:
+        self.machine.restore(meta, data)
+
+    def snapshot(self) -> tuple[SnapshotMeta, bytes]:
+        file = self.storage.snapshot_file()
+        if file is None:  # the core compacts only below a durable snapshot: not expected
+            return self.machine.snapshot()
+        return file.meta, b""
 
 
 def _key(raw: Any) -> Key | None:
@@ -258,6 +282,11 @@ class SnapshotReceiver:
             self._ack(transfer, again=False)
             return
         self._finish(transfer)
+
+    def progress(self) -> tuple[Key, int] | None:
+        """The unfinished transfer's key and how many of its bytes are written."""
+        transfer = self._transfer
+        return None if transfer is None else (transfer.key, transfer.received)
 
     def close(self) -> None:
         self._discard()
