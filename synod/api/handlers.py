@@ -354,12 +354,13 @@ class Handlers:
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """This member's state-machine snapshot as a backup file (synod.server.snapshot_file:
         whole 512-byte pages and a sha256 trailer, the framing etcdctl checks), in chunks.
-        Taken in one step of the event loop, so it is one consistent applied slot."""
+        Taken in one step of the event loop, so it is one consistent applied slot; framing
+        and hashing run on a thread."""
         meta, machine = self.member.machine.snapshot()
         backup = snapshot_file.SnapshotFile(
             self.member.cluster_id, self.member.member_id, meta, machine
         )
-        data = snapshot_file.encode(backup)
+        data = await asyncio.to_thread(snapshot_file.encode, backup)
         header = self.header()
         for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
             blob = data[offset : offset + SNAPSHOT_CHUNK_BYTES]
