@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from synod.kv.errors import KVError
+from synod.server.members import Refusal
 
 
 class StatusCode(enum.IntEnum):
@@ -82,3 +83,16 @@ def unimplemented(what: str) -> EtcdError:
 def from_kv_error(error: KVError) -> EtcdError:
     """The store's refusal, with its etcd code and message."""
     return EtcdError(int(error.code), error.message)
+
+
+_REFUSAL_CODES = {
+    Refusal.MEMBER_NOT_FOUND: StatusCode.NOT_FOUND,
+    Refusal.BAD_URLS: StatusCode.INVALID_ARGUMENT,
+    Refusal.UNHEALTHY: StatusCode.UNAVAILABLE,
+    Refusal.NOT_ENOUGH_STARTED: StatusCode.UNKNOWN,  # etcd 3.4 maps no code for it
+}
+
+
+def from_member_refusal(refusal: Refusal) -> EtcdError:
+    """A refused member change, with etcd's code and message."""
+    return EtcdError(_REFUSAL_CODES.get(refusal, StatusCode.FAILED_PRECONDITION), refusal.value)

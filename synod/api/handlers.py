@@ -40,8 +40,11 @@ from synod.paxos.node import TransferRefused
 from synod.paxos.types import NodeId
 from synod.server import snapshot_file
 from synod.server.config import ServerConfig
+from synod.server.errors import NoLeader, Overloaded, RequestTimeout
 from synod.server.kv_service import KvService
-from synod.server.member import Member, NoLeader, Overloaded, RequestTimeout
+from synod.server.member import Member
+from synod.server.members import MemberChangeError, MemberInfo, MemberTable
+from synod.server.reconfig import ChangeResult, MemberOp
 
 log = logging.getLogger(__name__)
 
@@ -269,41 +272,73 @@ class Handlers:
 
     # ------------------------------------------------------------------ cluster
 
-    def _members(self) -> list[rpc_pb2.Member]:
-        """The applied member table, as etcd lists it (unstarted members have no name)."""
-        return [
-            rpc_pb2.Member(
-                ID=info.member_id,
-                name=info.name,
-                peerURLs=list(info.peer_urls),
-                clientURLs=list(info.client_urls),
-                isLearner=info.is_learner,
-            )
-            for info in self.member.table.members
-        ]
+    @staticmethod
+    def _member_pb(info: MemberInfo) -> rpc_pb2.Member:
+        return rpc_pb2.Member(
+            ID=info.member_id,
+            name=info.name,
+            peerURLs=list(info.peer_urls),
+            clientURLs=list(info.client_urls),
+            isLearner=info.is_learner,
+        )
 
-    async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+    def _members(self, table: MemberTable | None = None) -> list[rpc_pb2.Member]:
+        """The member table (by default as applied here), as etcd lists it: an added
+        member that has not started yet has no name and no client URLs."""
+        table = self.member.table if table is None else table
+        return [self._member_pb(info) for info in table.members]
+
+    def _cluster_header(self) -> rpc_pb2.ResponseHeader:
         header = self.header()
         header.revision = 0  # etcd's cluster RPCs carry no store revision
-        return rpc_pb2.MemberListResponse(header=header, members=self._members())
+        return header
+
+    async def _change(self, op: MemberOp) -> ChangeResult:
+        try:
+            return await self.member.reconfig.change(op)
+        except MemberChangeError as error:
+            raise api_errors.from_member_refusal(error.refusal) from error
+        except (NoLeader, RequestTimeout) as error:
+            raise _runtime_error(error) from error
+
+    async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        return rpc_pb2.MemberListResponse(header=self._cluster_header(), members=self._members())
 
     async def member_add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
-        raise api_errors.unimplemented("adding members")
+        op = MemberOp("add", peer_urls=tuple(request.peerURLs), is_learner=request.isLearner)
+        result = await self._change(op)
+        added = result.table.get(result.member_id)
+        assert added is not None, "an applied add names its member"
+        member = rpc_pb2.Member(
+            ID=added.member_id, peerURLs=list(added.peer_urls), isLearner=added.is_learner
+        )
+        return rpc_pb2.MemberAddResponse(
+            header=self._cluster_header(), member=member, members=self._members(result.table)
+        )
 
     async def member_remove(
         self, request: rpc_pb2.MemberRemoveRequest
     ) -> rpc_pb2.MemberRemoveResponse:
-        raise api_errors.unimplemented("removing members")
+        result = await self._change(MemberOp("remove", request.ID))
+        return rpc_pb2.MemberRemoveResponse(
+            header=self._cluster_header(), members=self._members(result.table)
+        )
 
     async def member_update(
         self, request: rpc_pb2.MemberUpdateRequest
     ) -> rpc_pb2.MemberUpdateResponse:
-        raise api_errors.unimplemented("updating members")
+        result = await self._change(MemberOp("update", request.ID, tuple(request.peerURLs)))
+        return rpc_pb2.MemberUpdateResponse(
+            header=self._cluster_header(), members=self._members(result.table)
+        )
 
     async def member_promote(
         self, request: rpc_pb2.MemberPromoteRequest
     ) -> rpc_pb2.MemberPromoteResponse:
-        raise api_errors.unimplemented("promoting learners")
+        result = await self._change(MemberOp("promote", request.ID))
+        return rpc_pb2.MemberPromoteResponse(
+            header=self._cluster_header(), members=self._members(result.table)
+        )
 
     # ------------------------------------------------------------------ maintenance
 

@@ -411,6 +411,56 @@ class AsyncClient:
             timeout_s=timeout_s,
         )
 
+    async def member_add(
+        self, peer_urls: Sequence[str], *, is_learner: bool = False, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberAddResponse:
+        """Add a member (a voter, or a learner) by its peer URLs; the answer names the id the
+        cluster gave it. Then start it with `--initial-cluster-state existing`."""
+        return await self._typed(
+            "MemberAdd",
+            rpc_pb2.MemberAddRequest(peerURLs=list(peer_urls), isLearner=is_learner),
+            rpc_pb2.MemberAddResponse,
+            retry_safe=False,
+            timeout_s=timeout_s,
+        )
+
+    async def member_remove(
+        self, member_id: int, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberRemoveResponse:
+        """Remove a member for good (resent on an unknown outcome: a second remove of the
+        same member answers 'member not found')."""
+        return await self._typed(
+            "MemberRemove",
+            rpc_pb2.MemberRemoveRequest(ID=member_id),
+            rpc_pb2.MemberRemoveResponse,
+            retry_safe=False,
+            timeout_s=timeout_s,
+        )
+
+    async def member_update(
+        self, member_id: int, peer_urls: Sequence[str], *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberUpdateResponse:
+        """Change a member's peer URLs (idempotent, so resent on an unknown outcome)."""
+        return await self._typed(
+            "MemberUpdate",
+            rpc_pb2.MemberUpdateRequest(ID=member_id, peerURLs=list(peer_urls)),
+            rpc_pb2.MemberUpdateResponse,
+            retry_safe=True,
+            timeout_s=timeout_s,
+        )
+
+    async def member_promote(
+        self, member_id: int, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberPromoteResponse:
+        """Make a learner a voter; refused until the learner caught up with the leader."""
+        return await self._typed(
+            "MemberPromote",
+            rpc_pb2.MemberPromoteRequest(ID=member_id),
+            rpc_pb2.MemberPromoteResponse,
+            retry_safe=False,
+            timeout_s=timeout_s,
+        )
+
     async def status(
         self, endpoint: str | None = None, *, timeout_s: float | None = None
     ) -> rpc_pb2.StatusResponse:

@@ -188,6 +188,25 @@ def _add_cluster_commands(commands: Any) -> None:
     member = commands.add_parser("member", help="cluster membership")
     sub = member.add_subparsers(dest="member_command", metavar="SUBCOMMAND", required=True)
     sub.add_parser("list", help="list the members").set_defaults(run=cmd_member_list)
+    add = sub.add_parser(
+        "add",
+        help="add a member (then start it with --initial-cluster-state existing)",
+        description="Add a member by its peer URLs; prints the flags to start it with.",
+    )
+    add.add_argument("name", help="the new member's --name")
+    add.add_argument("--peer-urls", required=True, help="comma-separated peer URLs")
+    add.add_argument("--learner", action="store_true", help="add as a non-voting learner")
+    add.set_defaults(run=cmd_member_add)
+    remove = sub.add_parser("remove", help="remove a member for good")
+    remove.add_argument("member_id", help="member ID (hex)")
+    remove.set_defaults(run=cmd_member_remove)
+    update = sub.add_parser("update", help="change a member's peer URLs")
+    update.add_argument("member_id", help="member ID (hex)")
+    update.add_argument("--peer-urls", required=True, help="comma-separated peer URLs")
+    update.set_defaults(run=cmd_member_update)
+    promote = sub.add_parser("promote", help="make a caught-up learner a voter")
+    promote.add_argument("member_id", help="member ID (hex)")
+    promote.set_defaults(run=cmd_member_promote)
     endpoint = commands.add_parser("endpoint", help="per-endpoint status and health")
     sub = endpoint.add_subparsers(dest="endpoint_command", metavar="SUBCOMMAND", required=True)
     sub.add_parser("status", help="status of each endpoint").set_defaults(run=cmd_endpoint_status)
@@ -661,6 +680,75 @@ def cmd_member_list(client: Client, args: argparse.Namespace, output: Output) ->
             f"{member.ID:x}, {state}, {member.name}, {', '.join(member.peerURLs)}, "
             f"{', '.join(member.clientURLs)}, {str(member.isLearner).lower()}"
         )
+    return EXIT_OK
+
+
+def _member_id(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise UsageError(f"bad member ID arg ({text!r}), expecting ID in Hex") from None
+
+
+def _peer_urls(text: str) -> list[str]:
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("http", "https", "unix", "unixs") or not rest:
+            raise UsageError(f"URL scheme must be http, https, unix, or unixs: {url}")
+    if not urls:
+        raise UsageError("member peer urls not provided")
+    return urls
+
+
+def cmd_member_add(client: Client, args: argparse.Namespace, output: Output) -> int:
+    """As etcdctl: the new id, then (simple format) the flags to start the member with."""
+    urls = _peer_urls(args.peer_urls)
+    response = client.member_add(urls, is_learner=args.learner)
+    if output.json:
+        output.message(response)
+        return EXIT_OK
+    new_id = response.member.ID
+    output.line(f"Member {new_id:16x} added to cluster {response.header.cluster_id:16x}")
+    cluster = [
+        f"{args.name if new_id == member.ID else member.name}={url}"
+        for member in response.members
+        for url in member.peerURLs
+    ]
+    output.line()
+    output.line(f"ETCD_NAME={json.dumps(args.name)}")
+    output.line(f"ETCD_INITIAL_CLUSTER={json.dumps(','.join(cluster))}")
+    output.line(f"ETCD_INITIAL_ADVERTISE_PEER_URLS={json.dumps(','.join(urls))}")
+    output.line('ETCD_INITIAL_CLUSTER_STATE="existing"')
+    return EXIT_OK
+
+
+def cmd_member_remove(client: Client, args: argparse.Namespace, output: Output) -> int:
+    member_id = _member_id(args.member_id)
+    response = client.member_remove(member_id)
+    text = f"Member {member_id:16x} removed from cluster {response.header.cluster_id:16x}"
+    return _member_result(output, response, text)
+
+
+def cmd_member_update(client: Client, args: argparse.Namespace, output: Output) -> int:
+    member_id = _member_id(args.member_id)
+    response = client.member_update(member_id, _peer_urls(args.peer_urls))
+    text = f"Member {member_id:16x} updated in cluster {response.header.cluster_id:16x}"
+    return _member_result(output, response, text)
+
+
+def cmd_member_promote(client: Client, args: argparse.Namespace, output: Output) -> int:
+    member_id = _member_id(args.member_id)
+    response = client.member_promote(member_id)
+    text = f"Member {member_id:16x} promoted in cluster {response.header.cluster_id:16x}"
+    return _member_result(output, response, text)
+
+
+def _member_result(output: Output, response: Message, text: str) -> int:
+    if output.json:
+        output.message(response)
+    else:
+        output.line(text)
     return EXIT_OK
 
 

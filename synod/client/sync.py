@@ -230,6 +230,30 @@ class Client:
     def member_list(self, *, timeout_s: float | None = None) -> rpc_pb2.MemberListResponse:
         return self._run(self.aio.member_list(timeout_s=timeout_s), self._deadline(timeout_s))
 
+    def member_add(
+        self, peer_urls: Sequence[str], *, is_learner: bool = False, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberAddResponse:
+        call = self.aio.member_add(peer_urls, is_learner=is_learner, timeout_s=timeout_s)
+        return self._run(call, self._deadline(timeout_s))
+
+    def member_remove(
+        self, member_id: int, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberRemoveResponse:
+        call = self.aio.member_remove(member_id, timeout_s=timeout_s)
+        return self._run(call, self._deadline(timeout_s))
+
+    def member_update(
+        self, member_id: int, peer_urls: Sequence[str], *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberUpdateResponse:
+        call = self.aio.member_update(member_id, peer_urls, timeout_s=timeout_s)
+        return self._run(call, self._deadline(timeout_s))
+
+    def member_promote(
+        self, member_id: int, *, timeout_s: float | None = None
+    ) -> rpc_pb2.MemberPromoteResponse:
+        call = self.aio.member_promote(member_id, timeout_s=timeout_s)
+        return self._run(call, self._deadline(timeout_s))
+
     def status(
         self, endpoint: str | None = None, *, timeout_s: float | None = None
     ) -> rpc_pb2.StatusResponse:

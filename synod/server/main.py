@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import msgpack
 
 from synod.api.front_door import start_etcd_client_port
 from synod.api.grpc_server import start_grpc
@@ -35,6 +38,7 @@ from synod.paxos.config import Config as CoreConfig
 from synod.paxos.config import ConfigError as CoreConfigError
 from synod.server.config import (
     ConfigError,
+    JoinedCluster,
     ServerConfig,
     Url,
     parse_initial_cluster,
@@ -42,11 +46,17 @@ from synod.server.config import (
 )
 from synod.server.kv_service import KvService
 from synod.server.member import Member
+from synod.server.members import MemberTable, TableError
 from synod.storage.errors import StorageError
+from synod.transport.codec import WireError
+from synod.transport.peer import query_cluster
 
 log = logging.getLogger("synod.server")
 
 MEMBER_FILE = "synod-member"
+JOIN_FILE = "synod-join"  # the table a joining member learned (its bootstrap table)
+JOIN_WAIT_S = 10.0
+JOIN_RETRY_S = 0.5
 PROGRESS_NOTIFY_INTERVAL_S = 10.0  # etcd: 10 minutes; shorter is allowed and cheaper to test
 STOP_GRACE_S = 1.0
 REMOVED_EXIT_GRACE_S = 1.0
@@ -261,6 +271,93 @@ def _one_line(text: str) -> str:
     return ", ".join(line for line in text.splitlines() if line)
 
 
+# --------------------------------------------------------------------------- joining
+
+
+async def join_config(config: ServerConfig) -> ServerConfig:
+    """`--initial-cluster-state existing`: the config of a member joining a running
+    cluster. At first start it asks the other members named in --initial-cluster for the
+    cluster id and member table, finds its own id by its peer URL (given to MemberAdd) and
+    records both; later starts read the record (the flags no longer matter, as in etcd)."""
+    path = Path(config.data_dir) / JOIN_FILE
+    if path.exists():
+        return _joined_from(config, path.read_bytes())
+    if (Path(config.data_dir) / MEMBER_FILE).exists():
+        return config  # a member of the original cluster restarted with 'existing'
+    answer = await _ask_cluster(config)
+    joined = _joined_from(config, answer)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as out:
+            out.write(answer)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise StartError(f"cannot record the joined cluster in {path}: {error}") from error
+    return joined
+
+
+async def _ask_cluster(config: ServerConfig) -> bytes:
+    """The first answer (cluster id, member table) that lists this member's peer URL. A
+    member that has not applied the MemberAdd yet answers without it: ask the others, and
+    ask again for a while."""
+    me = str(config.me.peer_url)
+    others = [p for p in config.initial_cluster if p.name != config.name]
+    if not others:
+        raise StartError(
+            "--initial-cluster-state existing needs the running members in --initial-cluster"
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JOIN_WAIT_S
+    while True:
+        failures = []
+        for peer in others:
+            try:
+                answer = await query_cluster(peer.peer_url.host, peer.peer_url.port, me)
+            except (OSError, TimeoutError, WireError) as error:
+                failures.append(f"{peer.name} ({peer.peer_url}): {error!r}")
+                continue
+            if isinstance(answer, list) and len(answer) == 2 and isinstance(answer[1], bytes):
+                packed: bytes = msgpack.packb(answer)
+                try:
+                    _joined_from(config, packed)
+                except StartError as error:
+                    failures.append(f"{peer.name} ({peer.peer_url}): {error}")
+                    continue
+                return packed
+            failures.append(f"{peer.name} ({peer.peer_url}): no cluster answer")
+        if loop.time() > deadline:
+            raise StartError("cannot join: " + "; ".join(failures))
+        log.info("cannot join yet, asking again: %s", "; ".join(failures))
+        await asyncio.sleep(JOIN_RETRY_S)
+
+
+def _joined_from(config: ServerConfig, answer: bytes) -> ServerConfig:
+    try:
+        cluster_id, table_bytes = msgpack.unpackb(answer)
+        table = MemberTable.decode(table_bytes)
+    except (ValueError, TypeError, TableError, msgpack.UnpackException) as error:
+        raise StartError(f"cannot join: bad answer about the cluster: {error}") from error
+    me = str(config.me.peer_url)
+    found = [m for m in table.members if me in {_normal_url(u) for u in m.peer_urls}]
+    if not found:
+        raise StartError(
+            f"cannot join: the cluster has no member with peer URL {me}; add it first "
+            f"(synod ctl member add {config.name} --peer-urls {me})"
+        )
+    joined = JoinedCluster(int(cluster_id), found[0].member_id, table.encode())
+    return dataclasses.replace(config, joined=joined)
+
+
+def _normal_url(text: str) -> str:
+    try:
+        return str(Url.parse(text))
+    except ConfigError:
+        return text
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -292,6 +389,8 @@ async def run_member(
     By default each client URL serves gRPC and the JSON gateway on one port (the front
     door), with the member's Prometheus metrics on /metrics.
     """
+    if config.initial_cluster_state == "existing":
+        config = await join_config(config)
     check_data_dir(config)
     service = KvService(election_timeout_ms=config.tick_ms * config.core.election_ticks)
     member = Member(config, service)
@@ -337,6 +436,8 @@ async def run_member(
         )
         await _until_stopped(stop, member)
         log.info("stopping member %s", config.name)
+        if not member.removed.is_set():
+            await member.hand_over_leadership()
     finally:
         if progress is not None:
             progress.cancel()

@@ -31,7 +31,7 @@ import msgpack
 
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.messages import InstallSnapshot, Message
-from synod.paxos.node import Node, Role
+from synod.paxos.node import Node, Role, TransferRefused
 from synod.paxos.ready import Ready
 from synod.paxos.types import (
     Entry,
@@ -43,14 +43,19 @@ from synod.paxos.types import (
 )
 from synod.server.config import ConfigError, ServerConfig, Url
 from synod.server.driver import READY_ROUNDS_MAX, Driver, needs_persist
+from synod.server.errors import NoLeader, Overloaded, RequestTimeout
 from synod.server.members import (
+    TABLE_COMMAND,
     MemberTable,
     TableError,
     bootstrap_table,
     decode_context,
     decode_machine_snapshot,
+    decode_table_command,
     encode_machine_snapshot,
+    table_digest,
 )
+from synod.server.reconfig import MEMBER_CHANGE, MEMBER_CHANGE_ANSWER, Reconfigurer
 from synod.server.snapshot_saver import SnapshotSaver, service_pieces
 from synod.server.snapshot_transfer import (
     SNAPSHOT_ACK,
@@ -71,9 +76,11 @@ FORWARD_REFUSED = 101
 READ_INDEX_REQUEST = 102
 READ_INDEX_GRANTED = 103
 READ_INDEX_REFUSED = 104
+MEMBER_REMOVED = 107  # "the cluster removed you", to a removed member that still talks
 WAITERS_MAX = 100_000
 STORAGE_FAILED_EXIT = 70
 DEBUG_KNOB_REREAD_S = 0.2
+HANDOVER_POLL_S = 0.01
 REMOVED_PEER_GRACE_S = 5.0  # a removed peer stays addressed this long (hears its removal)
 
 
@@ -105,18 +112,6 @@ class _DebugKnob:
             except (OSError, ValueError):
                 self.value = self.fixed
         return self.value
-
-
-class NoLeader(Exception):
-    """No leader is known: the cluster is electing one or this member is cut off."""
-
-
-class RequestTimeout(Exception):
-    """The request's outcome is unknown: it may or may not have been applied."""
-
-
-class Overloaded(Exception):
-    """Too many requests are waiting; nothing was done."""
 
 
 class Observer(Protocol):
@@ -205,6 +200,9 @@ class _Machine:
         else:
             for command in entry.commands:
                 origin, sequence, payload = msgpack.unpackb(command)
+                if origin == TABLE_COMMAND:
+                    self._apply_table_command(sequence, payload)
+                    continue
                 result = self.service.apply(payload, entry.slot)
                 if origin == self.member.member_id:
                     self.member._resolve_write(sequence, result)
@@ -215,7 +213,7 @@ class _Machine:
         """The new configuration and its table; a missing or unreadable table (a change
         made without one) keeps the old table made to agree with the configuration."""
         change_id: int | None = None
-        table = self.table.conform(membership)
+        table: MemberTable | None = None
         if commands:
             try:
                 change_id, carried = decode_context(commands[0])
@@ -226,7 +224,23 @@ class _Machine:
                     table = carried
                 else:
                     log.error("membership entry whose table disagrees with its configuration")
+        if table is None:
+            table = self.table.conform(membership)
         self.membership = membership
+        self.table = table
+        self.member._on_table_applied(change_id, table)
+
+    def _apply_table_command(self, change_id: int, payload: object) -> None:
+        """A change of names or URLs: applied only on the table it was planned on, so two
+        changes planned at once cannot undo each other (the later one is retried)."""
+        try:
+            base, table = decode_table_command(payload)
+        except TableError as error:
+            log.error("table command with an unreadable member table: %s", error)
+            return
+        if base != table_digest(self.table) or table.membership() != self.membership:
+            self.member.reconfig.on_applied(change_id, None)
+            return
         self.table = table
         self.member._on_table_applied(change_id, table)
 
@@ -279,7 +293,10 @@ class Member:
         self.started = asyncio.Event()
         self.removed = asyncio.Event()
         self._extra_peers: dict[int, tuple[str, int]] = {}
-        self._changes: dict[int, asyncio.Future[MemberTable]] = {}
+        self._removed_addresses: dict[int, tuple[str, int]] = {}
+        self._forwarded_to: dict[int, int] = {}  # write sequence -> leader it went to
+        self._known_leader: int | None = None
+        self.reconfig = Reconfigurer(self)
         self.last_heard: dict[int, float] = {}
         self._clock_offset_ms = _DebugKnob("SYNOD_DEBUG_CLOCK_OFFSET_MS")
 
@@ -340,6 +357,7 @@ class Member:
         )
         await self.transport.start()
         self._tasks.append(asyncio.create_task(self._tick_loop()))
+        self._tasks.append(asyncio.create_task(self.reconfig.publish_loop()))
         self.started.set()
 
     async def stop(self) -> None:
@@ -392,6 +410,9 @@ class Member:
         self._run_readys()
         self._release_remote_reads()
         self._maybe_snapshot()
+        if self.node.leader != self._known_leader:
+            self._known_leader = self.node.leader
+            self._fail_forwarded_writes()
         is_leader = self.node.role is Role.LEADER
         if is_leader != self._was_leader:
             self._was_leader = is_leader
@@ -515,6 +536,7 @@ class Member:
             raise
         finally:
             self._writes.pop(sequence, None)
+            self._forwarded_to.pop(sequence, None)
 
     def _submit(self, sequence: int, envelope: bytes) -> None:
         leader = self.node.leader
@@ -527,7 +549,20 @@ class Member:
         elif leader is None:
             raise NoLeader("etcdserver: no leader")
         else:
+            self._forwarded_to[sequence] = leader
             self.transport.send(leader, [[FORWARD_PROPOSALS, [envelope]]])
+
+    def _fail_forwarded_writes(self) -> None:
+        """The leader changed: writes forwarded to an earlier leader get etcd's "leader
+        changed" (their outcome is unknown: the old leader may have passed them on) now,
+        rather than a timeout after the whole request timeout."""
+        for sequence, leader in list(self._forwarded_to.items()):
+            if leader == self._known_leader:
+                continue
+            del self._forwarded_to[sequence]
+            future = self._writes.get(sequence)
+            if future is not None and not future.done():
+                future.set_exception(NoLeader("etcdserver: leader changed"))
 
     def _resolve_write(self, sequence: int, result: object) -> None:
         future = self._writes.get(sequence)
@@ -590,6 +625,10 @@ class Member:
     # ------------------------------------------------------------------ peer frames
 
     def _on_frame(self, sender: int, items: list[Any]) -> None:
+        if sender in self.machine.table.removed:
+            self._address_for_a_while(sender)
+            self._tell_removed(sender)
+            return
         self.last_heard[sender] = time.monotonic()
         core_items = []
         for item in items:
@@ -654,6 +693,11 @@ class Member:
             if pending is not None:
                 pending.slot = Slot(item[2])
                 self._release_remote_reads()
+        elif code == MEMBER_REMOVED:
+            if self.machine.table.get(sender) is not None:
+                self._on_removed()
+        elif code in (MEMBER_CHANGE, MEMBER_CHANGE_ANSWER):
+            self.reconfig.on_item(sender, item)
         elif code == READ_INDEX_REFUSED:
             pending = self._reads.get(item[1])
             if pending is not None and not pending.future.done():
@@ -691,23 +735,77 @@ class Member:
         if transport is not None:
             for peer_id in transport.peer_ids:
                 if table.get(peer_id) is None and peer_id not in self._extra_peers:
-                    self._extra_peers[peer_id] = transport.address_of(peer_id)
-                    self._loop.call_later(REMOVED_PEER_GRACE_S, self._forget_peer, peer_id)
+                    self._removed_addresses[peer_id] = transport.address_of(peer_id)
+                    self._address_for_a_while(peer_id)
             transport.set_peers(self._peer_addresses())
+            for peer_id in transport.peer_ids:
+                if peer_id in table.removed:
+                    self._tell_removed(peer_id)
+        for peer_id in [p for p in self._extra_peers if table.get(p) is not None]:
+            del self._extra_peers[peer_id]  # the table addresses it now
         if change_id is not None:
-            self._resolve_change(change_id, table)
+            self.reconfig.on_applied(change_id, table)
         if self.member_id in table.removed:
             self._on_removed()
+
+    def _address_for_a_while(self, peer_id: int) -> None:
+        """Keep a peer that left the table addressed for a grace period (to tell it)."""
+        address = self._removed_addresses.get(peer_id)
+        if address is None or peer_id in self._extra_peers:
+            return
+        self._extra_peers[peer_id] = address
+        self._loop.call_later(REMOVED_PEER_GRACE_S, self._forget_peer, peer_id)
+        self.transport.set_peers(self._peer_addresses())
+
+    def _tell_removed(self, peer_id: int) -> None:
+        """A removed member no longer receives the log (the configuration without it took
+        effect when its entry was appended): tell it, as etcd's peers answer 410 Gone."""
+        self.transport.send(peer_id, [[MEMBER_REMOVED]])
 
     def _forget_peer(self, peer_id: int) -> None:
         if self._extra_peers.pop(peer_id, None) is not None:
             self.transport.set_peers(self._peer_addresses())
 
-    def _resolve_change(self, change_id: int, table: MemberTable) -> None:
-        """A change this member proposed is applied (see synod/server/reconfig.py)."""
-        future = self._changes.get(change_id)
-        if future is not None and not future.done():
-            future.set_result(table)
+    def expect_peer(self, member_id: int, peer_urls: tuple[str, ...]) -> None:
+        """Address a member being added before its entry applies: the leader replicates
+        to it from the moment the entry is in its log."""
+        try:
+            url = Url.parse(peer_urls[0])
+        except (ConfigError, IndexError):
+            return
+        self._extra_peers[member_id] = (url.host, url.port)
+        self.transport.set_peers(self._peer_addresses())
+
+    async def hand_over_leadership(self) -> bool:
+        """Before a graceful stop: hand leadership to the most caught-up voter and wait
+        (at most an election timeout) until it took over. True when handed over."""
+        if not self.is_leader:
+            return False
+        heard_since = (
+            time.monotonic() - self.config.tick_ms * self.config.core.election_ticks / 1000
+        )
+        others = [
+            v
+            for v in self.node.membership.voters
+            if v != self.member_id and self.last_heard.get(v, float("-inf")) >= heard_since
+        ]
+        matches = [(self.node.peer_match(v) or 0, v) for v in others]
+        if not matches:
+            return False
+        _, target = max(matches)
+        try:
+            self.node.transfer_leadership(target)
+        except (NotLeader, TransferRefused):
+            return False
+        self._schedule_process()
+        deadline = self._loop.time() + self.config.tick_ms * self.config.core.election_ticks / 1000
+        while self._loop.time() < deadline:
+            if self.node.leader == target:
+                log.info("handed leadership to %x before stopping", target)
+                return True
+            await asyncio.sleep(HANDOVER_POLL_S)
+        log.warning("leadership hand-over to %x did not finish before stopping", target)
+        return False
 
     def _on_removed(self) -> None:
         if not self.removed.is_set():

@@ -18,6 +18,7 @@ What it keeps:
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -31,6 +32,7 @@ LEARNERS_MAX = 1  # etcd 3.4's maxLearners
 LEARNER_READY_FRACTION = 0.9  # etcd's learnerReadyPercent: match >= 90% of the leader's
 ID_MASK = 0x7FFF_FFFF_FFFF_FFFF
 URLS_MAX = 16
+TABLE_COMMAND = -1  # the origin of a command envelope that carries a table-only change
 
 
 class TableError(ValueError):
@@ -139,7 +141,10 @@ class MemberTable:
             for member_id in sorted(wanted - known)
         ]
         gone = [m.member_id for m in self.members if m.member_id not in wanted]
-        return MemberTable.of([*kept, *added], [*self.removed, *gone])
+        # a member replaying old entries (one that joined later) may meet ids its newer
+        # starting table counts as removed: the configuration wins
+        removed = [r for r in (*self.removed, *gone) if r not in wanted]
+        return MemberTable.of([*kept, *added], removed)
 
     def encode(self) -> bytes:
         rows = [
@@ -184,6 +189,32 @@ def decode_context(data: bytes) -> tuple[int, MemberTable]:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as error:
         raise TableError(f"not a membership context: {error}") from error
+
+
+def table_digest(table: MemberTable) -> bytes:
+    """Names one table: a table-only change applies only on the table it was planned on."""
+    return hashlib.sha256(table.encode()).digest()[:16]
+
+
+def encode_table_command(change_id: int, base: MemberTable, table: MemberTable) -> bytes:
+    """A change of names or URLs only (no change of voters or learners) travels as an
+    ordinary command `[TABLE_COMMAND, change_id, [digest of base, table]]`: the core accepts
+    configuration entries only when the configuration changes."""
+    packed: bytes = msgpack.packb([TABLE_COMMAND, change_id, [table_digest(base), table.encode()]])
+    return packed
+
+
+def decode_table_command(payload: object) -> tuple[bytes, MemberTable]:
+    """(digest of the base table, new table) from a TABLE_COMMAND's payload."""
+    try:
+        if not isinstance(payload, list | tuple) or len(payload) != 2:
+            raise TableError("a table command holds [digest, table]")
+        digest, table_bytes = payload
+        return bytes(digest), MemberTable.decode(bytes(table_bytes))
+    except TableError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise TableError(f"not a table command: {error}") from error
 
 
 # ---------------------------------------------------------------------- snapshot layout

@@ -237,6 +237,10 @@ class PeerTransport:
             log.warning("closing peer connection from %s: %s", peer, error)
         except (OSError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels readers: end quietly (asyncio's stream callback would log a
+            # cancelled connection handler as an error)
+            pass
         finally:
             self._incoming.discard(task)
             writer.close()
