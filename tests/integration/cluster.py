@@ -42,10 +42,16 @@ class MemberProcess:
     data_dir: Path
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    initial_state: str = "new"  # "existing": joins a running cluster (added first)
+    removed: bool = False  # removed from the cluster: never named to later joiners
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
 
 @dataclass
@@ -56,6 +62,7 @@ class SynodCluster:
     size: int = 3
     token: str = "test-cluster"
     members: list[MemberProcess] = field(default_factory=list)
+    extra_flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
@@ -76,8 +83,9 @@ class SynodCluster:
         return [member.endpoint for member in self.members]
 
     def command(self, member: MemberProcess) -> list[str]:
-        peers = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
-        clients = ",".join(f"{m.name}=http://{m.endpoint}" for m in self.members)
+        named = [m for m in self.members if not m.removed or m is member]
+        peers = ",".join(f"{m.name}={m.peer_url}" for m in named)
+        clients = ",".join(f"{m.name}=http://{m.endpoint}" for m in named)
         return [
             sys.executable,
             "-m",
@@ -101,7 +109,33 @@ class SynodCluster:
             "50",
             "--election-timeout",
             "500",
+            "--initial-cluster-state",
+            member.initial_state,
+            *self.extra_flags,
         ]
+
+    def new_member(self, name: str) -> int:
+        """A member to be added (MemberAdd with its `peer_url`) and then started: it joins
+        the running cluster. Its index."""
+        client_port, peer_port = free_ports(2)
+        member = MemberProcess(
+            name,
+            client_port,
+            peer_port,
+            self.root / name,
+            self.root / f"{name}.log",
+            initial_state="existing",
+        )
+        self.members.append(member)
+        return len(self.members) - 1
+
+    def wait_exit(self, index: int, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """Wait for a member to exit by itself (removed from the cluster); its status."""
+        member = self.members[index]
+        assert member.popen is not None
+        status = member.popen.wait(timeout=timeout_s)
+        member.popen = None
+        return status
 
     def start(self, index: int) -> None:
         member = self.members[index]
@@ -179,13 +213,19 @@ class SynodCluster:
 
 
 def launch(
-    root: Path, size: int = 3, token: str = "test-cluster", attempts: int = 3
+    root: Path,
+    size: int = 3,
+    token: str = "test-cluster",
+    attempts: int = 3,
+    extra_flags: tuple[str, ...] = (),
 ) -> SynodCluster:
     """A started cluster with a leader. Free ports are only free when picked: another
     process (or an outgoing connection's ephemeral port) may take one before the member
     binds it, so a start that fails with 'address already in use' is retried on new ports."""
     for attempt in range(attempts):
-        cluster = SynodCluster(root / f"try{attempt}", size=size, token=token)
+        cluster = SynodCluster(
+            root / f"try{attempt}", size=size, token=token, extra_flags=extra_flags
+        )
         cluster.root.mkdir(parents=True, exist_ok=True)
         cluster.start_all()
         try:

@@ -165,3 +165,40 @@ def test_elect_and_listen(endpoint: str) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def test_member_add_update_promote_remove_as_etcdctl(
+    endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The member commands print what etcdctl prints (the flags to start the new member
+    with, then one line per change) and refuse with etcd's reasons."""
+    status, out, _ = ctl(
+        endpoint, capsys, "member", "add", "late", "--peer-urls", "http://127.0.0.1:1", "--learner"
+    )
+    assert status == 0
+    head, flags = out.split("\n\n")
+    words = head.split()
+    assert words[:1] == ["Member"] and words[2:5] == ["added", "to", "cluster"]
+    new_id = words[1]
+    assert flags.splitlines()[0] == 'ETCD_NAME="late"'
+    assert "late=http://127.0.0.1:1" in flags and "m0=http://127.0.0.1:" in flags
+    assert flags.splitlines()[-1] == 'ETCD_INITIAL_CLUSTER_STATE="existing"'
+    listed = ctl(endpoint, capsys, "member", "list")[1]
+    assert f"{new_id}, unstarted, , http://127.0.0.1:1, , true" in listed
+    status, _, err = ctl(endpoint, capsys, "member", "promote", new_id)
+    assert status == 1
+    assert err.startswith(
+        "Error: etcdserver: can only promote a learner member which is in sync with leader"
+    )
+    status, out, _ = ctl(
+        endpoint, capsys, "member", "update", new_id, "--peer-urls", "http://127.0.0.1:2"
+    )
+    assert status == 0 and out.split()[:2] == ["Member", new_id] and "updated in cluster" in out
+    status, out, _ = ctl(endpoint, capsys, "member", "remove", new_id)
+    assert status == 0 and "removed from cluster" in out
+    assert ctl(endpoint, capsys, "member", "remove", new_id)[2].startswith(
+        "Error: etcdserver: member not found"
+    )
+    assert ctl(endpoint, capsys, "member", "remove", "not-hex")[0] == 2
+    status, _, err = ctl(endpoint, capsys, "member", "add", "x", "--peer-urls", "notaurl")
+    assert status == 2 and "URL scheme must be http, https, unix, or unixs" in err

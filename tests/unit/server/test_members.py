@@ -165,3 +165,12 @@ def test_conform_follows_a_configuration_that_came_without_a_table() -> None:
     assert [m.member_id for m in conformed.members] == [1, 2, 7]
     assert conformed.get(7) == MemberInfo(7, "", (), (), True)
     assert conformed.removed == (3,)
+
+
+def test_conform_brings_back_an_id_an_older_configuration_still_has() -> None:
+    """A member that joined later starts from a newer table and replays older entries: an
+    id its table counts as removed is a member again in those entries."""
+    newer = _table().without(3)
+    older = newer.conform(Membership((NodeId(1), NodeId(2), NodeId(3))))
+    assert [m.member_id for m in older.members] == [1, 2, 3]
+    assert older.removed == ()
