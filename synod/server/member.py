@@ -351,6 +351,8 @@ class Member:
             self._on_frame,
         )
         self.transport.on_join_query = self._on_join_query
+        advertised = self.config.me.peer_url  # the URL the cluster knows this member by
+        self.transport.advertise = (advertised.host, advertised.port)
         self.snapshot_sender = SnapshotSender(self.transport.send)
         self.snapshot_receiver = SnapshotReceiver(
             self.member_id, self.config.data_dir, self.transport.send, self._on_snapshot_received
@@ -750,7 +752,7 @@ class Member:
 
     def _address_for_a_while(self, peer_id: int) -> None:
         """Keep a peer that left the table addressed for a grace period (to tell it)."""
-        address = self._removed_addresses.get(peer_id)
+        address = self._removed_addresses.get(peer_id) or self.transport.advertised.get(peer_id)
         if address is None or peer_id in self._extra_peers:
             return
         self._extra_peers[peer_id] = address

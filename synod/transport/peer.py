@@ -6,8 +6,10 @@ in one frame. A peer that is down costs a bounded queue (the oldest frames are d
 protocol above tolerates loss) and a reconnect with exponential backoff. A connection that
 sends an invalid frame is closed with a log line; nothing else is affected.
 
-Each connection starts with a hello frame `[MAGIC, cluster_id, sender_id]`; a hello from
-another cluster is refused.
+Each connection starts with a hello frame `[MAGIC, cluster_id, sender_id, advertised]`
+(`advertised`: the sender's peer [host, port], or nil); a hello from another cluster is
+refused. The advertised address lets the runtime answer a member it no longer addresses
+(one that was removed while it was down).
 
 The address book (`set_peers`) follows the replicated member table: peers are added,
 re-addressed and removed while the transport runs. A member joining a running cluster knows
@@ -90,6 +92,8 @@ class PeerTransport:
         self._started = False
         self.bytes_received = 0
         self.on_join_query: JoinHandler | None = None
+        self.advertise: tuple[str, int] | None = None  # our peer address, told in hellos
+        self.advertised: dict[int, tuple[str, int]] = {}  # what senders told in theirs
 
     async def start(self) -> None:
         host, port = self.listen
@@ -188,7 +192,8 @@ class PeerTransport:
                 continue
             backoff_s = BACKOFF_S_MIN
             try:
-                writer.write(encode_frame([MAGIC, self.cluster_id, self.node_id]))
+                advertised = list(self.advertise) if self.advertise is not None else None
+                writer.write(encode_frame([MAGIC, self.cluster_id, self.node_id, advertised]))
                 outgoing.connected = True
                 await self._pump(outgoing, writer)
             except Exception as error:
@@ -255,13 +260,21 @@ class PeerTransport:
             writer.write(encode_frame([answer]))
             await writer.drain()
             return None
-        if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == MAGIC):
+        if not (isinstance(hello, list) and len(hello) in (3, 4) and hello[0] == MAGIC):
             raise WireError(f"bad hello {hello!r:.80}")
-        _, cluster_id, sender_id = hello
+        cluster_id, sender_id = hello[1], hello[2]
+        advertised = hello[3] if len(hello) == 4 else None
         if cluster_id != self.cluster_id:
             raise WireError(f"peer belongs to cluster {cluster_id}, not {self.cluster_id}")
         if not isinstance(sender_id, int) or sender_id == self.node_id:
             raise WireError(f"bad sender id {sender_id!r}")
+        if (
+            isinstance(advertised, list)
+            and len(advertised) == 2
+            and isinstance(advertised[0], str)
+            and isinstance(advertised[1], int)
+        ):
+            self.advertised[sender_id] = (advertised[0], advertised[1])
         return sender_id
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> object:

@@ -451,3 +451,35 @@ def test_leader_killed_between_changes_under_load(cluster: SynodCluster) -> None
         load.finish()
     assert len([m for m in member_list(cluster, survivor) if not m.isLearner]) == 4
     load.check(cluster, survivor)
+
+
+def test_member_removed_while_down_learns_it_when_it_comes_back(tmp_path: Path) -> None:
+    """A member removed while it was down, after every other member restarted from a
+    snapshot taken after the removal (so no one remembers its address): when it starts
+    again the others tell it (its hello gave its address), and it exits."""
+    flags = (*NO_NATIVE, "--snapshot-count", "5")
+    cluster = launch(tmp_path, token="removed-while-down", extra_flags=flags)
+    try:
+        leader = cluster.wait_leader()
+        gone = (leader + 1) % 3
+        gone_id = status(cluster, gone).header.member_id
+        cluster.kill(gone)
+        survivor = next(i for i in range(3) if i != gone)
+        remove(cluster, survivor, gone_id)
+        with Client(cluster.members[survivor].endpoint, transport="grpc") as client:
+            for number in range(20):
+                client.put(f"after/{number}", "x")
+        for index in range(3):
+            member = cluster.members[index]
+            if index != gone and member.popen is not None:
+                member.popen.terminate()
+                member.popen.wait(timeout=10)
+                member.popen = None
+                cluster.start(index)
+        cluster.wait_leader()
+        cluster.start(gone)
+        assert cluster.wait_exit(gone, timeout_s=20) == 0
+        log = cluster.members[gone].log_path.read_text()
+        assert "the member has been permanently removed from the cluster" in log
+    finally:
+        cluster.stop_all()
