@@ -5,9 +5,9 @@ The survivor's directory is opened as its member would open it (so that member m
 stopped), and its state is rebuilt: the snapshot, then every entry of its log after the
 snapshot applied in order, as the member's state machine applies them (synod.server.member
 `_Machine.apply`: client commands go to the KV service; no-ops change nothing; MEMBERSHIP
-entries are superseded by the new cluster's table). The result is written as the snapshot
-of a NEW member of a NEW one-member cluster (new cluster id, new member id); members are
-then added with `member add`.
+entries and table-only commands are superseded by the new cluster's table). The result is
+written as the snapshot of a NEW member of a NEW one-member cluster (new cluster id, new
+member id); members are then added with `member add`.
 
 What can be lost, exactly:
 - writes the old cluster acknowledged that this member never accepted (the quorum that
@@ -34,7 +34,12 @@ from synod.paxos.node import Restore
 from synod.paxos.types import Entry, EntryKind, Slot
 from synod.server.kv_service import KvService
 from synod.server.main import MEMBER_FILE
-from synod.server.members import TableError, decode_machine_snapshot, encode_machine_snapshot
+from synod.server.members import (
+    TABLE_COMMAND,
+    TableError,
+    decode_machine_snapshot,
+    encode_machine_snapshot,
+)
 from synod.server.restore import NewCluster, RestoreRefused, check_empty, write_member_dir
 from synod.storage.errors import StorageCorrupt, StorageError, StorageLocked
 from synod.storage.storage import DurableStorage
@@ -139,11 +144,14 @@ def _load(from_dir: str, service: KvService) -> tuple[Restore, int]:
 
 
 def _apply(service: KvService, entry: Entry) -> None:
-    """One entry as the member's state machine applies it (MEMBERSHIP: superseded)."""
+    """One entry as the member's state machine applies it; membership changes (MEMBERSHIP
+    entries and table-only commands) are superseded by the new cluster's table."""
     if entry.kind is not EntryKind.COMMANDS:
         return
     for command in entry.commands:
-        _origin, _sequence, payload = msgpack.unpackb(command)
+        origin, _sequence, payload = msgpack.unpackb(command)
+        if origin == TABLE_COMMAND:
+            continue
         service.apply(payload, entry.slot)
 
 

@@ -29,7 +29,12 @@ from synod.paxos.types import (
     Slot,
     SnapshotMeta,
 )
-from synod.server.members import decode_machine_snapshot
+from synod.server.members import (
+    MemberInfo,
+    MemberTable,
+    decode_machine_snapshot,
+    encode_table_command,
+)
 from synod.server.recover import recover
 from synod.server.restore import NewCluster, RestoreRefused, new_cluster
 from synod.storage.storage import DurableStorage
@@ -43,14 +48,23 @@ def put(slot: int, key: str, value: str) -> Entry:
     return Entry(Slot(slot), BALLOT, EntryKind.COMMANDS, (msgpack.packb([1, slot, payload]),))
 
 
+def table_command(slot: int) -> Entry:
+    """A table-only change (a member publishing its name) as the runtime logs it."""
+    table = MemberTable.of([MemberInfo(1, "old", ("http://old:1",))])
+    command = encode_table_command(7, table, table)
+    return Entry(Slot(slot), BALLOT, EntryKind.COMMANDS, (command,))
+
+
 def survivor(directory: Path, commit: int) -> None:
-    """Slots 1-5: three puts, a no-op, a put; the member knows slots up to `commit` chosen."""
+    """Slots 1-5: three puts, a no-op (with a table-only command in between), a put; the
+    member knows slots up to `commit` chosen."""
     entries = [
         put(1, "a", "1"),
         put(2, "b", "2"),
         put(3, "a", "3"),
         Entry(Slot(4), BALLOT, EntryKind.NOOP),
         put(5, "c", "5"),
+        table_command(6),
     ]
     storage = DurableStorage.open(str(directory), bootstrap=SnapshotMeta(Slot(0), OLD))
     try:
@@ -80,21 +94,24 @@ def values(store: KVStore) -> dict[bytes, bytes]:
     return {kv.key: kv.value for kv in store.range(RangeRequest(b"\0", b"\0")).kvs}
 
 
-def test_entries_beyond_the_commit_hint_are_kept_by_default(tmp_path: Path) -> None:
+def test_entries_beyond_the_commit_hint_are_kept_by_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     survivor(tmp_path / "old", commit=3)
     result = recover(str(tmp_path / "old"), str(tmp_path / "new"), one_member())
-    assert (result.commit_slot, result.last_slot, result.kept_beyond_commit) == (3, 5, 2)
+    assert (result.commit_slot, result.last_slot, result.kept_beyond_commit) == (3, 6, 3)
+    assert not caplog.records, "the table command never reaches the KV service"
     store, slot, membership = recovered_store(tmp_path / "new")
     assert values(store) == {b"a": b"3", b"b": b"2", b"c": b"5"}
     assert store.range(RangeRequest(b"c")).kvs[0].mod_revision == 5, "revisions as applied"
-    assert slot == 5
+    assert slot == 6
     assert membership == one_member().membership, "a one-member cluster of the new id"
 
 
 def test_discard_uncommitted_stops_at_the_commit_hint(tmp_path: Path) -> None:
     survivor(tmp_path / "old", commit=3)
     result = recover(str(tmp_path / "old"), str(tmp_path / "new"), one_member(), True)
-    assert (result.last_slot, result.dropped_beyond_commit) == (3, 2)
+    assert (result.last_slot, result.dropped_beyond_commit) == (3, 3)
     store, slot, _ = recovered_store(tmp_path / "new")
     assert values(store) == {b"a": b"3", b"b": b"2"}
     assert slot == 3
@@ -108,7 +125,7 @@ def test_the_survivors_directory_still_opens_with_its_log(tmp_path: Path) -> Non
         restore, _ = storage.load()
     finally:
         storage.close()
-    assert [entry.slot for entry in restore.entries] == [1, 2, 3, 4, 5]
+    assert [entry.slot for entry in restore.entries] == [1, 2, 3, 4, 5, 6]
 
 
 def test_recovery_refuses_several_members_a_used_dir_and_an_empty_survivor(
