@@ -21,6 +21,7 @@ key with a lease is in that lease's key set and in no other.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -615,64 +616,99 @@ class KVStore:
 
     @classmethod
     def restore(cls, data: bytes) -> KVStore:
-        """The store `snapshot()` wrote; `MalformedCommand` if the bytes are not one."""
+        """The store `snapshot()` wrote; `MalformedCommand` if the bytes are not one.
+
+        Decodes one key at a time (msgpack's streaming unpacker) and builds the sorted maps
+        in bulk from the keys' sorted order: a large snapshot never exists as one nested
+        list, which keeps restart time and peak memory down (issue 8).
+        """
+        unpacker = msgpack.Unpacker(
+            io.BytesIO(data),
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            read_size=1 << 20,
+            max_buffer_size=max(len(data), 1 << 20),
+        )
         try:
-            state = msgpack.unpackb(data, use_list=True, raw=False, strict_map_key=True)
+            store = cls._restore_from(unpacker)
+            try:
+                unpacker.unpack()
+            except msgpack.OutOfData:
+                return store
+            raise MalformedCommand("invalid snapshot: bytes after the end")
         except (ValueError, TypeError, msgpack.UnpackException) as error:
             raise MalformedCommand(f"snapshot is not msgpack: {error}") from error
-        _need(isinstance(state, list) and len(state) == 8, "snapshot shape")
-        _need(state[0] == SNAPSHOT_FORMAT, "snapshot format")
-        revision, compact, ttl_s_min, id_counter = (_nat(value) for value in state[1:5])
+
+    @classmethod
+    def _restore_from(cls, unpacker: msgpack.Unpacker) -> KVStore:
+        _need(unpacker.read_array_header() == 8, "snapshot shape")
+        _need(unpacker.unpack() == SNAPSHOT_FORMAT, "snapshot format")
+        revision, compact, ttl_s_min, id_counter = (_nat(unpacker.unpack()) for _ in range(4))
         _need(revision >= 1 and compact <= revision and ttl_s_min >= 1, "snapshot revisions")
         store = cls(lease_ttl_s_min=ttl_s_min)
         store._revision, store._compact_revision = revision, compact
         store.leases.id_counter = id_counter
-        for item in _seq(state[7]):
+        leased = store._restore_index(unpacker)
+        store._restore_changes(unpacker)
+        for item in _seq(unpacker.unpack()):
             _need(isinstance(item, list) and len(item) == 3, "snapshot lease")
             lease_id, ttl_s, deadline_ms = _int(item[0]), _nat(item[1]), _int(item[2])
             _need(lease_id != 0 and lease_id not in store.leases, "snapshot lease id")
             store.leases.insert(Lease(LeaseId(lease_id), ttl_s, deadline_ms))
-        store._restore_index(_seq(state[5]))
-        store._restore_changes(_seq(state[6]))
+        for key, lease_id in leased:
+            lease = store.leases.get(lease_id)
+            _need(lease is not None, "snapshot key names a missing lease")
+            assert lease is not None
+            lease.keys.add(key)
         store.check_invariants()
         return store
 
-    def _restore_index(self, items: list[Any]) -> None:
+    def _restore_index(self, unpacker: msgpack.Unpacker) -> list[tuple[bytes, int]]:
+        """Read the index; returns the (key, lease) of live keys that have a lease."""
+        revision = self._revision
+        keys: list[bytes] = []
+        histories: list[History] = []
+        live_keys: list[bytes] = []
+        live: list[KeyValue] = []
+        leased: list[tuple[bytes, int]] = []
         previous_key = b""
-        for item in items:
-            _need(isinstance(item, list) and len(item) == 2, "snapshot key entry")
-            key = item[0]
-            _need(isinstance(key, bytes) and key > previous_key, "snapshot keys sorted")
+        for _ in range(unpacker.read_array_header()):
+            item = unpacker.unpack()
+            _need(type(item) is list and len(item) == 2, "snapshot key entry")
+            key, pairs = item
+            _need(type(key) is bytes and key > previous_key, "snapshot keys sorted")
             previous_key = key
-            history = History()
-            for pair in _seq(item[1]):
-                _need(isinstance(pair, list) and len(pair) == 2, "snapshot record")
-                at = _nat(pair[0])
-                _need(at <= self._revision, "snapshot record revision")
-                _need(not history.revisions or history.revisions[-1] < at, "record order")
-                history.append(at, _unpack_record(key, at, pair[1]))
-            _need(not history.is_empty(), "snapshot key without records")
-            self._index[key] = history
+            history = _restore_history(key, _seq(pairs), revision)
+            keys.append(key)
+            histories.append(history)
             last = history.records[-1]
             if last is not None:
-                self._live[key] = last
+                live_keys.append(key)
+                live.append(last)
                 if last.lease != 0:
-                    lease = self.leases.get(last.lease)
-                    _need(lease is not None, "snapshot key names a missing lease")
-                    assert lease is not None
-                    lease.keys.add(key)
+                    leased.append((key, last.lease))
+        self._index = SortedDict(zip(keys, histories, strict=True))
+        self._live = SortedDict(zip(live_keys, live, strict=True))
+        return leased
 
-    def _restore_changes(self, items: list[Any]) -> None:
-        for item in items:
-            _need(isinstance(item, list) and len(item) == 2, "snapshot change")
+    def _restore_changes(self, unpacker: msgpack.Unpacker) -> None:
+        revisions: list[int] = []
+        changes: list[tuple[bytes, ...]] = []
+        index = self._index
+        for _ in range(unpacker.read_array_header()):
+            item = unpacker.unpack()
+            _need(type(item) is list and len(item) == 2, "snapshot change")
             at = _nat(item[0])
             _need(self._compact_revision <= at <= self._revision, "snapshot change revision")
-            _need(not self._changes or self._changes.keys()[-1] < at, "change order")
+            _need(not revisions or revisions[-1] < at, "change order")
             keys = tuple(_seq(item[1]))
             for key in keys:
-                history = self._index.get(key) if isinstance(key, bytes) else None
+                history = index.get(key) if type(key) is bytes else None
                 _need(history is not None and at in history.revisions, "snapshot change key")
-            self._changes[at] = keys
+            revisions.append(at)
+            changes.append(keys)
+        self._changes = SortedDict(zip(revisions, changes, strict=True))
 
     def check_invariants(self) -> None:
         assert self._revision >= 1
@@ -737,14 +773,32 @@ def _pack_record(record: KeyValue | None) -> list[Any] | None:
     return [record.create_revision, record.version, record.value, record.lease]
 
 
+def _restore_history(key: bytes, pairs: list[Any], revision: int) -> History:
+    """One key's records from a snapshot, checked: revisions ascending and at most `revision`."""
+    history = History()
+    revisions, records = history.revisions, history.records
+    previous = -1
+    for pair in pairs:
+        _need(type(pair) is list and len(pair) == 2, "snapshot record")
+        at, packed = pair
+        _need(type(at) is int and previous < at <= revision, "snapshot record revision")
+        previous = at
+        revisions.append(at)
+        records.append(_unpack_record(key, at, packed))
+    _need(bool(revisions), "snapshot key without records")
+    return history
+
+
 def _unpack_record(key: bytes, revision: int, packed: Any) -> KeyValue | None:
     if packed is None:
         return None
-    _need(isinstance(packed, list) and len(packed) == 4, "snapshot record value")
+    _need(type(packed) is list and len(packed) == 4, "snapshot record value")
     create_revision, version, value, lease = packed
-    _need(isinstance(value, bytes), "snapshot value bytes")
+    _need(type(value) is bytes, "snapshot value bytes")
     create_revision, version, lease = _nat(create_revision), _nat(version), _int(lease)
     _need(0 < create_revision <= revision and version >= 1, "snapshot record fields")
+    if create_revision == revision:
+        create_revision = revision  # one int object for both fields: less memory per key
     return KeyValue(key, create_revision, revision, version, value, lease)
 
 

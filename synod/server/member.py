@@ -336,6 +336,8 @@ class Member:
         self.machine = _Machine(self, self.service, restore.snapshot.membership, table)
         if snapshot_data is not None:
             self.machine.restore(restore.snapshot, snapshot_data)
+        self.storage.release_loaded()
+        del snapshot_data
         self._last_snapshot_slot = restore.snapshot.last_slot
         self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
         shipping = FileShippingMachine(self.machine, self.storage)

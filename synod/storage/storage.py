@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -167,6 +168,12 @@ class DurableStorage:
     def load(self) -> tuple[Restore, bytes | None]:
         """What was recovered at open: the core's Restore and the snapshot's bytes (None: empty)."""
         return self._restore, self._snapshot_data
+
+    def release_loaded(self) -> None:
+        """The caller restored from `load()`: drop this instance's references to the snapshot's
+        bytes and the log tail, which can be hundreds of MB and are stale once compacted."""
+        self._snapshot_data = None
+        self._restore = dataclasses.replace(self._restore, entries=())
 
     # -- writing ----------------------------------------------------------------------------
 
