@@ -675,11 +675,13 @@ class KVStore:
         previous_key = b""
         for _ in range(unpacker.read_array_header()):
             item = unpacker.unpack()
-            _need(type(item) is list and len(item) == 2, "snapshot key entry")
+            if type(item) is not list or len(item) != 2:
+                raise MalformedCommand("invalid snapshot: snapshot key entry")
             key, pairs = item
-            _need(type(key) is bytes and key > previous_key, "snapshot keys sorted")
+            if type(key) is not bytes or key <= previous_key or type(pairs) is not list:
+                raise MalformedCommand("invalid snapshot: snapshot keys sorted")
             previous_key = key
-            history = _restore_history(key, _seq(pairs), revision)
+            history = _restore_history(key, pairs, revision)
             keys.append(key)
             histories.append(history)
             last = history.records[-1]
@@ -693,21 +695,26 @@ class KVStore:
         return leased
 
     def _restore_changes(self, unpacker: msgpack.Unpacker) -> None:
+        """Read the change list; each change names keys whose history has that revision.
+        The checks are inline: this runs once per revision of a restored store."""
         revisions: list[int] = []
         changes: list[tuple[bytes, ...]] = []
-        index = self._index
+        history_of = self._index.get
+        previous, top = self._compact_revision - 1, self._revision
         for _ in range(unpacker.read_array_header()):
             item = unpacker.unpack()
-            _need(type(item) is list and len(item) == 2, "snapshot change")
-            at = _nat(item[0])
-            _need(self._compact_revision <= at <= self._revision, "snapshot change revision")
-            _need(not revisions or revisions[-1] < at, "change order")
-            keys = tuple(_seq(item[1]))
+            if type(item) is not list or len(item) != 2:
+                raise MalformedCommand("invalid snapshot: snapshot change")
+            at, keys = item
+            if type(at) is not int or not previous < at <= top or type(keys) is not list:
+                raise MalformedCommand("invalid snapshot: snapshot change revision or order")
+            previous = at
             for key in keys:
-                history = index.get(key) if type(key) is bytes else None
-                _need(history is not None and at in history.revisions, "snapshot change key")
+                history = history_of(key) if type(key) is bytes else None
+                if history is None or at not in history.revisions:
+                    raise MalformedCommand("invalid snapshot: snapshot change key")
             revisions.append(at)
-            changes.append(keys)
+            changes.append(tuple(keys))
         self._changes = SortedDict(zip(revisions, changes, strict=True))
 
     def check_invariants(self) -> None:
@@ -774,29 +781,39 @@ def _pack_record(record: KeyValue | None) -> list[Any] | None:
 
 
 def _restore_history(key: bytes, pairs: list[Any], revision: int) -> History:
-    """One key's records from a snapshot, checked: revisions ascending and at most `revision`."""
-    history = History()
-    revisions, records = history.revisions, history.records
+    """One key's records from a snapshot, checked: revisions ascending and at most `revision`.
+
+    The checks are written inline: this runs once per record of a restored store."""
+    revisions: list[int] = []
+    records: list[KeyValue | None] = []
     previous = -1
     for pair in pairs:
-        _need(type(pair) is list and len(pair) == 2, "snapshot record")
+        if type(pair) is not list or len(pair) != 2:
+            raise MalformedCommand("invalid snapshot: snapshot record")
         at, packed = pair
-        _need(type(at) is int and previous < at <= revision, "snapshot record revision")
+        if type(at) is not int or not previous < at <= revision:
+            raise MalformedCommand("invalid snapshot: snapshot record revision")
         previous = at
         revisions.append(at)
-        records.append(_unpack_record(key, at, packed))
+        records.append(None if packed is None else _unpack_record(key, at, packed))
     _need(bool(revisions), "snapshot key without records")
-    return history
+    return History(revisions, records)
 
 
-def _unpack_record(key: bytes, revision: int, packed: Any) -> KeyValue | None:
-    if packed is None:
-        return None
-    _need(type(packed) is list and len(packed) == 4, "snapshot record value")
+def _unpack_record(key: bytes, revision: int, packed: Any) -> KeyValue:
+    if type(packed) is not list or len(packed) != 4:
+        raise MalformedCommand("invalid snapshot: snapshot record value")
     create_revision, version, value, lease = packed
-    _need(type(value) is bytes, "snapshot value bytes")
-    create_revision, version, lease = _nat(create_revision), _nat(version), _int(lease)
-    _need(0 < create_revision <= revision and version >= 1, "snapshot record fields")
+    if not (
+        type(value) is bytes
+        and type(create_revision) is int
+        and 0 < create_revision <= revision
+        and type(version) is int
+        and 1 <= version <= INT64_MAX
+        and type(lease) is int
+        and INT64_MIN <= lease <= INT64_MAX
+    ):
+        raise MalformedCommand("invalid snapshot: snapshot record fields")
     if create_revision == revision:
         create_revision = revision  # one int object for both fields: less memory per key
     return KeyValue(key, create_revision, revision, version, value, lease)

@@ -56,7 +56,7 @@ from synod.server.members import (
     table_digest,
 )
 from synod.server.reconfig import MEMBER_CHANGE, MEMBER_CHANGE_ANSWER, Reconfigurer
-from synod.server.snapshot_saver import SnapshotSaver, service_pieces
+from synod.server.snapshot_saver import SnapshotSaver, collector_paused, service_pieces
 from synod.server.snapshot_transfer import (
     SNAPSHOT_ACK,
     SNAPSHOT_BEGIN,
@@ -258,7 +258,8 @@ class _Machine:
     def restore(self, meta: SnapshotMeta, data: bytes) -> None:
         started = time.perf_counter()
         table, service_bytes = decode_machine_snapshot(data)
-        self.service.restore(service_bytes)
+        with collector_paused():
+            self.service.restore(service_bytes)
         self.member.observer.observe_snapshot_install(time.perf_counter() - started)
         self.applied_slot = meta.last_slot
         self.membership = meta.membership

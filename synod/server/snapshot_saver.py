@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,20 @@ STEP_S_MAX = 0.002
 
 class SnapshotSource(Protocol):
     def snapshot(self) -> bytes: ...
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a snapshot is restored: building a
+    large store allocates millions of objects and no cycles, and the collections those
+    allocations trigger (each walking every live object) cost about a third of the time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def service_pieces(service: SnapshotSource) -> Iterator[bytes]:

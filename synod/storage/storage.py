@@ -36,6 +36,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgpack
+
 from synod.paxos.node import Restore
 from synod.paxos.ready import SnapshotInstall
 from synod.paxos.types import Entry, HardState, Slot, SnapshotMeta
@@ -44,12 +46,13 @@ from synod.storage.codec import Checkpoint, CodecError, SnapshotRef
 from synod.storage.errors import StorageCorrupt, StorageError, StorageFatal, StorageLocked
 from synod.storage.fs import FileSystem, RealFileSystem
 from synod.storage.wal import (
+    FRAME_HEADER_BYTES,
     RecoveredSegment,
     Recovery,
     Ticket,
     Wal,
     WalOptions,
-    decode_frame,
+    decode_frame_header,
     encode_frame_header,
     recover,
     storage_failure,
@@ -537,11 +540,17 @@ def _read_snapshot(fs: FileSystem, directory: str, ref: SnapshotRef) -> bytes | 
 
 def decode_snapshot_file(raw: bytes, path: str) -> tuple[SnapshotMeta, bytes]:
     """A snapshot file's metadata and data; StorageCorrupt if it fails its checksum."""
-    frame = decode_frame(raw, 0)
-    if frame is None or frame.type != RECORD_SNAPSHOT_FILE or frame.end != len(raw):
+    header = decode_frame_header(raw, 0)
+    payload = memoryview(raw)[FRAME_HEADER_BYTES:]  # a view: hundreds of MB are not copied
+    if (
+        header is None
+        or header.type != RECORD_SNAPSHOT_FILE
+        or header.length != len(payload)
+        or zlib.crc32(payload) != header.payload_crc
+    ):
         raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
     try:
-        meta_raw, data = codec.unpack(frame.payload)
+        meta_raw, data = msgpack.unpackb(payload)
         meta = codec.decode_snapshot_meta(meta_raw)
     except (CodecError, ValueError) as error:
         raise StorageCorrupt(path, 0, f"snapshot file does not decode: {error}") from error

@@ -121,6 +121,14 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameHeader:
+    type: int
+    length: int
+    synced_offset: int
+    payload_crc: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Roll:
     checkpoint: bytes
 
@@ -150,23 +158,33 @@ def encode_frame_header(
     return fields + FRAME_CRC.pack(zlib.crc32(fields))
 
 
-def decode_frame(data: bytes, offset: int) -> Frame | None:
-    """The valid frame at `offset`, or None (short, zero, or a checksum mismatch)."""
-    header_end = offset + FRAME_HEADER_BYTES
-    if header_end > len(data):
+def decode_frame_header(data: bytes, offset: int) -> FrameHeader | None:
+    """The frame header at `offset` if its own checksum holds (the payload is not checked)."""
+    if offset + FRAME_HEADER_BYTES > len(data):
         return None
     fields = data[offset : offset + FRAME_FIELDS.size]
     (header_crc,) = FRAME_CRC.unpack_from(data, offset + FRAME_FIELDS.size)
     if zlib.crc32(fields) != header_crc:
         return None
     length, record_type, synced_offset, payload_crc = FRAME_FIELDS.unpack(fields)
-    end = header_end + length
-    if record_type == 0 or end > len(data) or synced_offset > offset:
+    if record_type == 0:
+        return None
+    return FrameHeader(record_type, length, synced_offset, payload_crc)
+
+
+def decode_frame(data: bytes, offset: int) -> Frame | None:
+    """The valid frame at `offset`, or None (short, zero, or a checksum mismatch)."""
+    header = decode_frame_header(data, offset)
+    if header is None:
+        return None
+    header_end = offset + FRAME_HEADER_BYTES
+    end = header_end + header.length
+    if end > len(data) or header.synced_offset > offset:
         return None
     payload = data[header_end:end]
-    if zlib.crc32(payload) != payload_crc:
+    if zlib.crc32(payload) != header.payload_crc:
         return None
-    return Frame(record_type, synced_offset, payload, end)
+    return Frame(header.type, header.synced_offset, payload, end)
 
 
 def _durable_frame_after(data: bytes, start: int) -> int | None:
