@@ -145,7 +145,8 @@ class PeerProxies:
         try:
             hello = await _read_frame(reader)
             decoded = decode_payload(hello[FRAME_HEADER.size :])
-            if not (isinstance(decoded, list) and len(decoded) == 3):
+            # [MAGIC, cluster id, sender id] and, since hellos carry it, the sender's address
+            if not (isinstance(decoded, list) and len(decoded) in (3, 4)):
                 return
             source = self.ids.get(decoded[2])
             if source is None:
