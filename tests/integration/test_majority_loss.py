@@ -3,8 +3,8 @@ a 3-member cluster takes writes, two members are killed and never come back, and
 survivor's data becomes a new one-member cluster (`synod recover`) that serves every write
 the survivor had committed, with its revision, and takes new writes; two new members are
 then added (`synod ctl member add --learner`, joining with --initial-cluster-state
-existing, then `member promote`) and,
-with the recovered member killed, still serve every one of those writes.
+existing, then `member promote`) under client load whose history must be linearizable,
+and, with the recovered member killed, they still serve every one of those writes.
 
 Method: real `synod serve` processes (tests/integration/cluster.py); the survivor is a
 follower that applied everything the leader committed before the kills (checked through
@@ -22,7 +22,9 @@ from synod.cli import main as synod_main
 from synod.client.ctl import main as ctl_main
 from synod.client.errors import ClientError
 from synod.client.sync import Client
+from synod.sim.linearizability import check_history
 from tests.integration.cluster import SynodCluster, launch
+from tests.integration.test_membership import Load
 
 pytestmark = pytest.mark.slow
 
@@ -95,9 +97,17 @@ def test_a_survivor_becomes_a_cluster_again_with_every_committed_write(
             revision = client.get("k/").header.revision
             assert client.put("after", "x").header.revision == revision + 1
             assert [m.name for m in client.member_list().members] == ["m0"]
-        # then the operator grows it back, one member at a time
-        for name in ("m1", "m2"):
-            add_member(new, name)
+        # then the operator grows it back, one member at a time, while clients keep going
+        load = Load([new.endpoints[0]])
+        load.start()
+        try:
+            for name in ("m1", "m2"):
+                add_member(new, name)
+        finally:
+            load.finish()
+        assert len(load.acked) > 20, f"too few writes while growing: {len(load.acked)}"
+        verdict = check_history(load.operations)
+        assert verdict.ok, verdict.explanation
         with Client(new.endpoints, timeout_s=10) as client:
             deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
             # each started member publishes its name through the log
