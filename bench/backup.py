@@ -3,7 +3,8 @@ take for a store of N keys, and how large the file is.
 
 Starts one `synod serve` (the test harness's timers), fills it with `--keys` keys of
 `--value-bytes` bytes through transactions of 128 puts, then times the save (the member
-builds the snapshot in memory and streams it) and one restore into an empty directory.
+builds the snapshot in memory and streams it) and one restore into an empty directory, and
+reports the slowest read answered during the save (how long the member stopped serving).
 
     .venv/bin/python -m bench.backup [--keys 20000] [--value-bytes 100]
 
@@ -17,14 +18,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from synod.api.proto.etcdserverpb import rpc_pb2
+import grpc
+
+from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.client.sync import Client
 from tests.integration.cluster import launch
 
 TXN_OPS_MAX = 128
+PROBE_GAP_S = 0.01
 
 
 def fill(client: Client, keys: int, value: bytes) -> None:
@@ -42,6 +47,28 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+class ReadProbe:
+    """Serializable reads from the member back to back while a save runs: the slowest
+    answer is how long the member stopped serving. (Not Status: it serializes the store
+    itself every 10 s to report its size.)"""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.slowest_s = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with grpc.insecure_channel(self.endpoint) as channel:
+            stub = rpc_pb2_grpc.KVStub(channel)
+            request = rpc_pb2.RangeRequest(key=b"k/00000000", serializable=True)
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                stub.Range(request, timeout=60)
+                self.slowest_s = max(self.slowest_s, time.perf_counter() - started)
+                time.sleep(PROBE_GAP_S)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=20_000)
@@ -55,7 +82,11 @@ def main() -> int:
             backup = os.path.join(root, "backup.db")
             synod = [sys.executable, "-m", "synod.cli"]
             ctl = [*synod, "ctl", "--endpoints", cluster.endpoints[0]]
+            probe = ReadProbe(cluster.endpoints[0])
+            probe.thread.start()
             save_s = timed([*ctl, "snapshot", "save", backup])
+            probe.stop.set()
+            probe.thread.join()
         finally:
             cluster.stop_all()
         restore_s = timed(
@@ -78,6 +109,7 @@ def main() -> int:
     print(f"load average before exit: {os.getloadavg()[0]:.1f}")
     print(f"keys {args.keys} of {args.value_bytes} B: file {size / 1e6:.1f} MB")
     print(f"snapshot save {save_s:.2f} s, restore {restore_s:.2f} s (each a new process)")
+    print(f"slowest read from the member during the save: {probe.slowest_s:.3f} s")
     return 0
 
 

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from synod.api import convert
@@ -34,10 +34,11 @@ from synod.api.proto.etcdserverpb import rpc_pb2
 from synod.kv import messages as kv
 from synod.kv.codec import encode_command
 from synod.kv.errors import KVError
+from synod.kv.store import SnapshotCancelled
 from synod.kv.txn import check_delete, check_put, check_txn
 from synod.paxos.errors import NotLeader, ProposalDropped
 from synod.paxos.node import TransferRefused
-from synod.paxos.types import NodeId
+from synod.paxos.types import NodeId, SnapshotMeta
 from synod.server import snapshot_file
 from synod.server.config import ServerConfig
 from synod.server.errors import NoLeader, Overloaded, RequestTimeout
@@ -52,6 +53,8 @@ ETCD_VERSION = "3.4.23"  # the etcd release whose API and behaviour Synod follow
 ETCD_CLUSTER_VERSION = "3.4.0"
 REQUEST_BYTES_MAX = 1536 * 1024  # etcd's --max-request-bytes default
 SNAPSHOT_CHUNK_BYTES = 32 * 1024
+SNAPSHOT_STEP_S_MAX = 0.002  # one turn of building a backup on the event loop
+SNAPSHOT_ATTEMPTS_MAX = 3
 WATCH_QUEUE_MAX = 100_000  # responses buffered for one slow watch stream
 TRANSFER_POLL_S = 0.02
 DB_SIZE_REFRESH_S = 10.0
@@ -86,6 +89,20 @@ def _runtime_error(error: Exception) -> EtcdError:
         return api_errors.too_many_requests()
     log.error("unexpected error from the member: %r", error)
     return EtcdError(StatusCode.INTERNAL, f"synod: internal error: {error}")
+
+
+async def _pull_pieces(pieces: Iterator[bytes]) -> bytes:
+    """Every piece, pulled for at most SNAPSHOT_STEP_S_MAX at a time with the event loop
+    free in between; the pieces joined."""
+    collected: list[bytes] = []
+    while True:
+        deadline = time.perf_counter() + SNAPSHOT_STEP_S_MAX
+        while time.perf_counter() < deadline:
+            piece = next(pieces, None)
+            if piece is None:
+                return b"".join(collected)
+            collected.append(piece)
+        await asyncio.sleep(0)
 
 
 def _read_only(request: kv.TxnRequest) -> bool:
@@ -389,9 +406,9 @@ class Handlers:
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """This member's state-machine snapshot as a backup file (synod.server.snapshot_file:
         whole 512-byte pages and a sha256 trailer, the framing etcdctl checks), in chunks.
-        Taken in one step of the event loop, so it is one consistent applied slot; framing
-        and hashing run on a thread."""
-        meta, machine = self.member.machine.snapshot()
+        One consistent applied slot, serialized in short turns of the event loop (the member
+        keeps serving meanwhile); framing and hashing run on a thread."""
+        meta, machine = await self._machine_snapshot()
         backup = snapshot_file.SnapshotFile(
             self.member.cluster_id, self.member.member_id, meta, machine
         )
@@ -401,6 +418,20 @@ class Handlers:
             blob = data[offset : offset + SNAPSHOT_CHUNK_BYTES]
             remaining = len(data) - offset - len(blob)
             yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=remaining, blob=blob)
+
+    async def _machine_snapshot(self) -> tuple[SnapshotMeta, bytes]:
+        """The state-machine snapshot as of now, pulled from its stream in turns of at most
+        SNAPSHOT_STEP_S_MAX. A stream voided on the way (a compaction, or the member's own
+        periodic snapshot opening another) starts again; after SNAPSHOT_ATTEMPTS_MAX the
+        snapshot is taken in one go, which stalls the member for as long as it takes."""
+        machine = self.member.machine
+        for _ in range(SNAPSHOT_ATTEMPTS_MAX):
+            meta, pieces = machine.snapshot_stream()
+            try:
+                return meta, await _pull_pieces(pieces)
+            except SnapshotCancelled:
+                log.info("backup snapshot at slot %d voided; starting again", meta.last_slot)
+        return machine.snapshot()
 
     async def move_leader(self, request: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
         """Hand leadership to `targetID` (sent to the leader, as etcd requires) and wait."""
