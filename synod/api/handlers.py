@@ -303,7 +303,13 @@ class Handlers:
         """The member table (by default as applied here), as etcd lists it: an added
         member that has not started yet has no name and no client URLs."""
         table = self.member.table if table is None else table
-        return [self._member_pb(info) for info in table.members]
+        members = [self._member_pb(info) for info in table.members]
+        for member in members:
+            if member.ID == self.member.member_id and not member.clientURLs:
+                # not published through the log yet (it is, moments after the start):
+                # this member knows its own client URLs
+                member.clientURLs.extend(str(u) for u in self.config.advertise_client_urls)
+        return members
 
     def _cluster_header(self) -> rpc_pb2.ResponseHeader:
         header = self.header()

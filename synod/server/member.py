@@ -305,14 +305,15 @@ class Member:
 
     def bootstrap_table(self) -> MemberTable:
         """The table before any MEMBERSHIP entry: the joined cluster's (a member that
-        joined a running cluster), else the one --initial-cluster describes."""
+        joined a running cluster), else the one --initial-cluster (and
+        --initial-cluster-client-urls) describes. Only flags every member shares go in, so
+        that every member starts from the same table; a member's own client URLs reach the
+        others through the log (Reconfigurer.publish_loop)."""
         if self.config.joined is not None:
             return MemberTable.decode(self.config.joined.table)
-        client_urls = dict(self.config.client_urls_of)
-        client_urls[self.config.name] = tuple(str(u) for u in self.config.advertise_client_urls)
         return bootstrap_table(
             ((p.member_id, p.name, str(p.peer_url)) for p in self.config.initial_cluster),
-            client_urls,
+            dict(self.config.client_urls_of),
         )
 
     def _bootstrap_membership(self, table: MemberTable) -> Membership:

@@ -54,6 +54,7 @@ MEMBER_CHANGE_ANSWER = 106
 CHANGE_RETRY_S = 0.05
 APPLIED_POLL_S = 0.01
 PUBLISH_RETRY_S = 1.0
+PUBLISH_POLL_S = 0.05  # waiting for a leader before the first try
 HEALTH_ELECTIONS = 3  # a peer unheard for this many election timeouts is down
 CHANGES_IN_FLIGHT_MAX = 64
 KINDS = ("add", "remove", "update", "promote", "publish")
@@ -174,22 +175,28 @@ class Reconfigurer:
 
     async def publish_loop(self) -> None:
         """Once started, put this member's name and client URLs into its table entry (etcd
-        publishes them too; an added member is "unstarted" until then)."""
+        publishes them too; an added member is "unstarted" until then). Tried as soon as a
+        leader is known, then every PUBLISH_RETRY_S until done."""
         config = self.member.config
         client_urls = tuple(str(u) for u in config.advertise_client_urls)
         while True:
-            await asyncio.sleep(PUBLISH_RETRY_S)
             table = self.member.table
             if plan_publish(table, self.member.member_id, config.name, client_urls) is None:
                 if table.get(self.member.member_id) is not None:
                     return
-                continue
-            op = MemberOp(
-                "publish", self.member.member_id, name=config.name, client_urls=client_urls
-            )
-            with contextlib.suppress(MemberChangeError, NoLeader, RequestTimeout):
-                await self.change(op)
-                log.info("published name %s and client URLs %s", config.name, client_urls)
+            elif self.member.leader_id is not None:
+                op = MemberOp(
+                    "publish", self.member.member_id, name=config.name, client_urls=client_urls
+                )
+                try:
+                    await self.change(op)
+                except (MemberChangeError, NoLeader, RequestTimeout) as error:
+                    log.info("publishing this member's name and URLs failed: %s", error)
+                else:
+                    log.info("published name %s and client URLs %s", config.name, client_urls)
+                    continue
+            wait_s = PUBLISH_RETRY_S if self.member.leader_id is not None else PUBLISH_POLL_S
+            await asyncio.sleep(wait_s)
 
     # ------------------------------------------------------------------ leader side
 

@@ -30,7 +30,7 @@ from synod.client import Client
 from synod.client.errors import ClientError
 from synod.sim.history import Operation, OpKind
 from synod.sim.linearizability import check_history
-from tests.integration.cluster import SynodCluster, launch
+from tests.integration.cluster import MemberProcess, SynodCluster, launch
 
 pytestmark = pytest.mark.slow
 
@@ -481,5 +481,47 @@ def test_member_removed_while_down_learns_it_when_it_comes_back(tmp_path: Path) 
         assert cluster.wait_exit(gone, timeout_s=20) == 0
         log = cluster.members[gone].log_path.read_text()
         assert "the member has been permanently removed from the cluster" in log
+    finally:
+        cluster.stop_all()
+
+
+class _NoClientUrlsCluster(SynodCluster):
+    """Members started without --initial-cluster-client-urls: each knows only its own."""
+
+    def command(self, member: MemberProcess) -> list[str]:
+        command = super().command(member)
+        at = command.index("--initial-cluster-client-urls")
+        return command[:at] + command[at + 2 :]
+
+
+def test_members_publish_their_client_urls_through_the_log(tmp_path: Path) -> None:
+    """Without --initial-cluster-client-urls every member publishes its own client URLs
+    (as etcd members publish their attributes): every member lists every member's URLs,
+    and later table changes (a member update) apply on all of them alike."""
+    cluster = _NoClientUrlsCluster(tmp_path, size=3, token="publish", extra_flags=NO_NATIVE)
+    cluster.start_all()
+    try:
+        cluster.wait_leader()
+        expected = {f"http://{m.endpoint}" for m in cluster.members}
+
+        def all_published() -> bool:
+            return all(
+                {url for m in member_list(cluster, i) for url in m.clientURLs} == expected
+                for i in range(3)
+            )
+
+        wait_until(all_published, TIMEOUT_S, "every member lists every client URL")
+        learner = rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True)
+        added = cluster_stub(cluster, 0).MemberAdd(learner, timeout=TIMEOUT_S)
+        update = rpc_pb2.MemberUpdateRequest(ID=added.member.ID, peerURLs=["http://127.0.0.1:2"])
+        cluster_stub(cluster, 1).MemberUpdate(update, timeout=TIMEOUT_S)
+
+        def same_everywhere() -> bool:
+            tables = [member_list(cluster, i) for i in range(3)]
+            return all(t == tables[0] for t in tables) and any(
+                list(m.peerURLs) == ["http://127.0.0.1:2"] for m in tables[0]
+            )
+
+        wait_until(same_everywhere, TIMEOUT_S, "the same table on every member")
     finally:
         cluster.stop_all()
