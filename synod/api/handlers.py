@@ -305,7 +305,7 @@ class Handlers:
         table = self.member.table if table is None else table
         members = [self._member_pb(info) for info in table.members]
         for member in members:
-            if member.ID == self.member.member_id and not member.clientURLs:
+            if self.member.member_id == member.ID and not member.clientURLs:
                 # not published through the log yet (it is, moments after the start):
                 # this member knows its own client URLs
                 member.clientURLs.extend(str(u) for u in self.config.advertise_client_urls)
