@@ -84,6 +84,7 @@ LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s ele
 LEASES_DUE_MAX = 1000
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_SLICE_KEYS = 250
+SNAPSHOT_STREAMS_MAX = 4
 
 
 class SnapshotCancelled(Exception):
@@ -129,7 +130,7 @@ class KVStore:
         self._live: SortedDict = SortedDict()  # key -> KeyValue
         self._changes: SortedDict = SortedDict()  # revision -> tuple of keys, write order
         self.leases = LeaseTable(lease_ttl_s_min)
-        self._freeze: _Freeze | None = None
+        self._freezes: list[_Freeze] = []  # of the open snapshot streams, oldest first
 
     @property
     def revision(self) -> Revision:
@@ -267,8 +268,8 @@ class KVStore:
         """Write one change of `key` at `revision`; returns the value it replaced."""
         prev: KeyValue | None = self._live.get(key)
         history = self._index.get(key)
-        if self._freeze is not None:
-            self._freeze.preserve(key, history)
+        for freeze in self._freezes:
+            freeze.preserve(key, history)
         if history is None:
             history = self._index[key] = History()
         history.append(revision, kv)
@@ -376,9 +377,9 @@ class KVStore:
             raise errors.Compacted()
         if revision > self._revision:
             raise errors.FutureRevision()
-        if self._freeze is not None:
-            self._freeze.cancelled = True
-            self._freeze = None
+        for freeze in self._freezes:
+            freeze.cancelled = True
+        self._freezes = []
         for key in list(self._index.keys()):
             history: History = self._index[key]
             history.compact(revision)
@@ -517,15 +518,17 @@ class KVStore:
 
         Commands may be applied between two pieces: the store keeps, for every key the stream
         has not reached yet, its records as of the call (`_Freeze`), so the pieces joined are
-        exactly the bytes `snapshot()` would have returned at the call. A compaction voids an
-        open stream (`SnapshotCancelled` at its next piece); opening a stream voids the
-        previous one. Pieces are produced only while the caller asks for them.
+        exactly the bytes `snapshot()` would have returned at the call. Several streams may be
+        open at once (the member's own snapshot and a backup, say), each with its own moment;
+        opening one more than SNAPSHOT_STREAMS_MAX voids the oldest, and a compaction voids
+        them all (`SnapshotCancelled` at their next piece). Pieces are produced only while the
+        caller asks for them.
         """
         assert slice_keys >= 1
-        if self._freeze is not None:
-            self._freeze.cancelled = True
+        if len(self._freezes) >= SNAPSHOT_STREAMS_MAX:
+            self._freezes.pop(0).cancelled = True
         freeze = _Freeze()
-        self._freeze = freeze
+        self._freezes.append(freeze)
         header = msgpack.Packer(use_bin_type=True, autoreset=False)
         header.pack_array_header(8)
         for value in (
@@ -582,8 +585,8 @@ class KVStore:
             packer.pack(leases)
             yield packer.bytes()
         finally:
-            if self._freeze is freeze:
-                self._freeze = None
+            if freeze in self._freezes:
+                self._freezes.remove(freeze)
 
     def _index_slices(self, freeze: _Freeze, slice_keys: int) -> Iterator[tuple[bytes, int]]:
         """(packed index items, how many) for the keys as frozen, `slice_keys` keys a time."""

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from synod.kv.messages import CompactionRequest, LeaseRevokeRequest
-from synod.kv.store import KVStore, SnapshotCancelled
+from synod.kv.store import SNAPSHOT_STREAMS_MAX, KVStore, SnapshotCancelled
 from tests.unit.kv.helpers import Store
 
 
@@ -78,14 +78,37 @@ def test_a_compaction_voids_an_open_stream() -> None:
     assert b"".join(store.kv.snapshot_stream()) == store.kv.snapshot()
 
 
-def test_opening_a_stream_voids_the_previous_one() -> None:
-    store = _filled(50)
+def test_streams_opened_at_different_moments_each_give_their_own_snapshot() -> None:
+    """The member's own snapshot and a backup may run at once; neither voids the other."""
+    store = _filled(200)
+    first_expected = store.kv.snapshot()
     first = store.kv.snapshot_stream(slice_keys=8)
-    next(first)
+    first_pieces = [next(first)]
+    rng = random.Random(5)
+    _churn(store, rng, 200)
+    second_expected = store.kv.snapshot()
     second = store.kv.snapshot_stream(slice_keys=8)
+    second_pieces: list[bytes] = []
+    for piece_of_first, piece_of_second in zip(first, second, strict=False):
+        first_pieces.append(piece_of_first)
+        second_pieces.append(piece_of_second)
+        _churn(store, rng, 200)
+    first_pieces.extend(first)
+    second_pieces.extend(second)
+    assert first_expected != second_expected
+    assert b"".join(first_pieces) == first_expected
+    assert b"".join(second_pieces) == second_expected
+
+
+def test_opening_more_streams_than_the_bound_voids_the_oldest() -> None:
+    store = _filled(50)
+    streams = [store.kv.snapshot_stream(slice_keys=8) for _ in range(SNAPSHOT_STREAMS_MAX + 1)]
+    for stream in streams:
+        next(stream)
     with pytest.raises(SnapshotCancelled):
-        list(first)
-    assert b"".join(second) == store.kv.snapshot()
+        list(streams[0])
+    for stream in streams[1:]:
+        assert len(b"".join(stream)) > 0
 
 
 def test_an_empty_store_streams_its_snapshot() -> None:
