@@ -170,7 +170,9 @@ class Reconfigurer:
     async def _applied_here(self, slot: int) -> None:
         """Wait until this member applied `slot`, so that its own MemberList shows the
         change it answered for (the leader applied it first)."""
-        while self.member.machine.applied_slot < slot:
+        member = self.member
+        # a member that removed itself may never receive the entry's commit: it is told
+        while member.machine.applied_slot < slot and not member.removed.is_set():
             await asyncio.sleep(APPLIED_POLL_S)
 
     async def publish_loop(self) -> None:

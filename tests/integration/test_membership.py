@@ -525,3 +525,30 @@ def test_members_publish_their_client_urls_through_the_log(tmp_path: Path) -> No
         wait_until(same_everywhere, TIMEOUT_S, "the same table on every member")
     finally:
         cluster.stop_all()
+
+
+def test_a_follower_removes_itself(cluster: SynodCluster) -> None:
+    """MemberRemove of a follower sent to that follower: it answers with the new list, then
+    exits as removed; the two others keep serving."""
+    leader = cluster.wait_leader()
+    follower = (leader + 1) % 3
+    follower_id = status(cluster, follower).header.member_id
+    started_s = time.monotonic()
+    removed = remove(cluster, follower, follower_id)
+    assert time.monotonic() - started_s < 3.0
+    assert len(removed.members) == 2
+    cluster.members[follower].removed = True
+    assert cluster.wait_exit(follower) == 0
+    assert cluster.wait_leader() != follower
+
+
+def test_a_member_not_added_first_cannot_join(cluster: SynodCluster) -> None:
+    """`--initial-cluster-state existing` without a MemberAdd of its peer URL: the start is
+    refused with a message saying what to do, and the cluster is unchanged."""
+    cluster.wait_leader()
+    index = cluster.new_member("stranger")
+    cluster.start(index)
+    assert cluster.wait_exit(index, timeout_s=30) == 1
+    log = cluster.members[index].log_path.read_text()
+    assert "cannot join" in log and "add it first" in log
+    assert len(member_list(cluster, 0)) == 3
