@@ -749,6 +749,7 @@ class Member:
                     self._tell_removed(peer_id)
         for peer_id in [p for p in self._extra_peers if table.get(p) is not None]:
             del self._extra_peers[peer_id]  # the table addresses it now
+        self.reconfig.proposed_table = None
         if change_id is not None:
             self.reconfig.on_applied(change_id, table)
         if self.member_id in table.removed:
@@ -821,7 +822,13 @@ class Member:
     def _on_join_query(self, peer_url: str) -> object:
         """A member that wants to join asks who we are: the cluster id and the table."""
         log.info("member with peer URL %s asks to join", peer_url)
-        return [self.cluster_id, self.machine.table.encode()]
+        table = self.machine.table
+        pending = self.reconfig.proposed_table
+        if pending is not None and len(pending.members) > len(table.members):
+            # an addition this leader proposed that needs the newcomer's vote to commit
+            # (a one-voter cluster adding a voter): the newcomer must learn it to join
+            table = pending
+        return [self.cluster_id, table.encode()]
 
     # ------------------------------------------------------------------ status
 

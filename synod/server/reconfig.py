@@ -115,6 +115,8 @@ class Reconfigurer:
         self._forwarded: dict[int, asyncio.Future[ChangeResult]] = {}
         self._ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 16)
         self._serving: set[asyncio.Task[None]] = set()
+        # the configuration this leader proposed and has not applied yet (join queries)
+        self.proposed_table: MemberTable | None = None
 
     # ------------------------------------------------------------------ entry points
 
@@ -305,6 +307,7 @@ class Reconfigurer:
                 node.propose([encode_table_command(change_id, base, table)])
             else:
                 node.change_membership(table.membership(), encode_context(change_id, table))
+                self.proposed_table = table
         except NotLeader as error:
             raise NoLeader("etcdserver: leader changed") from error
         except ProposalDropped as error:

@@ -552,3 +552,35 @@ def test_a_member_not_added_first_cannot_join(cluster: SynodCluster) -> None:
     log = cluster.members[index].log_path.read_text()
     assert "cannot join" in log and "add it first" in log
     assert len(member_list(cluster, 0)) == 3
+
+
+def test_one_member_cluster_grows_by_a_voter(tmp_path: Path) -> None:
+    """Adding a voter to a one-member cluster needs the newcomer's vote to commit: the add
+    waits (and may time out) until the newcomer, told of the pending addition when it asks
+    to join, starts and votes; then both are voters."""
+    cluster = launch(tmp_path, size=1, token="grow-one", extra_flags=NO_NATIVE)
+    try:
+        cluster.wait_leader()
+        index = cluster.new_member("m1")
+        request = rpc_pb2.MemberAddRequest(peerURLs=[cluster.members[index].peer_url])
+        outcome: list[object] = []
+
+        def add() -> None:
+            try:
+                outcome.append(cluster_stub(cluster, 0).MemberAdd(request, timeout=15))
+            except grpc.RpcError as error:
+                outcome.append(error)
+
+        adding = threading.Thread(target=add)
+        adding.start()
+        time.sleep(0.5)
+        cluster.start(index)
+        adding.join(timeout=30)
+        wait_until(lambda: started(cluster, 0, "m1"), CATCH_UP_TIMEOUT_S, "m1 started")
+        voters = [m for m in member_list(cluster, index) if not m.isLearner]
+        assert len(voters) == 2
+        assert isinstance(outcome[0], rpc_pb2.MemberAddResponse), outcome
+        with Client(cluster.endpoints, transport="grpc") as client:
+            client.put("two", "voters")
+    finally:
+        cluster.stop_all()
