@@ -288,6 +288,7 @@ class Member:
         self.leader_changes = 0
         self.observer: Observer = _NullObserver()
         self._persisting: deque[_Persisting] = deque()
+        self._received_snapshot: InstallSnapshot | None = None
         self._fsync_delay_ms = _DebugKnob("SYNOD_DEBUG_FSYNC_DELAY_MS")
         self.proposals_received = 0
         self.proposals_failed = 0
@@ -437,6 +438,8 @@ class Member:
         """
         for _ in range(READY_ROUNDS_MAX):
             self._complete_durable()
+            if self._install_waits():
+                return
             if not self.node.has_ready():
                 return
             ready = self.node.ready()
@@ -664,8 +667,22 @@ class Member:
         self.snapshot_sender.offer(message.dst, message.ballot, file)
 
     def _on_snapshot_received(self, message: InstallSnapshot) -> None:
-        self.node.step(message)
+        self._received_snapshot = message
         self._schedule_process()
+
+    def _install_waits(self) -> bool:
+        """A received snapshot enters the core only once every Ready in flight is complete:
+        the core counts everything up to the snapshot as applied at once, so committed
+        entries of an earlier Ready applied after it would move the applied slot back.
+        Until then no new Ready is taken, so the Readys in flight drain."""
+        message = self._received_snapshot
+        if message is None:
+            return False
+        if self._persisting:
+            return True
+        self._received_snapshot = None
+        self.node.step(message)
+        return False
 
     def _on_runtime_item(self, sender: int, item: list[Any]) -> None:
         code = item[0]
