@@ -754,32 +754,36 @@ class Member:
     def _on_table_applied(self, change_id: int | None, table: MemberTable) -> None:
         """A new table is in force here: the address book follows it. A removed peer
         stays addressed for a grace period, so it still hears of the entry removing it."""
+        for peer_id in [p for p in self._extra_peers if table.get(p) is not None]:
+            del self._extra_peers[peer_id]  # the table addresses it now
         transport = getattr(self, "transport", None)
         if transport is not None:
-            for peer_id in transport.peer_ids:
-                if table.get(peer_id) is None and peer_id not in self._extra_peers:
-                    self._removed_addresses[peer_id] = transport.address_of(peer_id)
-                    self._address_for_a_while(peer_id)
+            leaving = [
+                p for p in transport.peer_ids if table.get(p) is None and p not in self._extra_peers
+            ]
+            for peer_id in leaving:
+                self._removed_addresses[peer_id] = transport.address_of(peer_id)
+                self._address_for_a_while(peer_id, refresh=False)
             transport.set_peers(self._peer_addresses())
             for peer_id in transport.peer_ids:
                 if peer_id in table.removed:
                     self._tell_removed(peer_id)
-        for peer_id in [p for p in self._extra_peers if table.get(p) is not None]:
-            del self._extra_peers[peer_id]  # the table addresses it now
         self.reconfig.proposed_table = None
         if change_id is not None:
             self.reconfig.on_applied(change_id, table)
         if self.member_id in table.removed:
             self._on_removed()
 
-    def _address_for_a_while(self, peer_id: int) -> None:
-        """Keep a peer that left the table addressed for a grace period (to tell it)."""
+    def _address_for_a_while(self, peer_id: int, refresh: bool = True) -> None:
+        """Keep a peer that left the table addressed for a grace period (to tell it);
+        `refresh`: update the transport's address book now."""
         address = self._removed_addresses.get(peer_id) or self.transport.advertised.get(peer_id)
         if address is None or peer_id in self._extra_peers:
             return
         self._extra_peers[peer_id] = address
         self._loop.call_later(REMOVED_PEER_GRACE_S, self._forget_peer, peer_id)
-        self.transport.set_peers(self._peer_addresses())
+        if refresh:
+            self.transport.set_peers(self._peer_addresses())
 
     def _tell_removed(self, peer_id: int) -> None:
         """A removed member no longer receives the log (the configuration without it took

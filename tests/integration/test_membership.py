@@ -584,3 +584,26 @@ def test_one_member_cluster_grows_by_a_voter(tmp_path: Path) -> None:
             client.put("two", "voters")
     finally:
         cluster.stop_all()
+
+
+def test_every_original_member_replaced_then_one_more_joins(cluster: SynodCluster) -> None:
+    """Replace all three original members one by one, then add a fourth: the last joiner
+    replays entries whose tables name none of its peers and still catches up."""
+    alive = [0, 1, 2]
+    for number in range(3):
+        index, _ = add_and_start(cluster, alive[-1], f"n{number}")
+        leader = cluster.wait_leader()
+        wait_until(functools.partial(caught_up, cluster, index, leader), CATCH_UP_TIMEOUT_S, "")
+        alive.append(index)
+        victim = alive.pop(0)
+        victim_id = status(cluster, victim).header.member_id
+        cluster.kill(victim)
+        remove(cluster, alive[-1], victim_id)
+        cluster.members[victim].removed = True
+    index, _ = add_and_start(cluster, alive[-1], "n3")
+    leader = cluster.wait_leader()
+    wait_until(functools.partial(caught_up, cluster, index, leader), CATCH_UP_TIMEOUT_S, "n3")
+    with Client(cluster.members[index].endpoint, transport="grpc") as client:
+        client.put("last", "joiner")
+        assert client.get_one("last") is not None
+    assert len(member_list(cluster, index)) == 4
