@@ -107,6 +107,18 @@ _SCHEMAS: dict[type, tuple[int, tuple[tuple[str, Kind], ...]]] = {
     ),
 }
 _BY_TAG = {tag: cls for cls, (tag, _) in _SCHEMAS.items() if cls is not Compare}
+_PUT_TAG = _SCHEMAS[PutRequest][0]
+# PutRequest's field defaults by position (the key is required: its slot is never used);
+# the fast paths below rely on this order, checked here.
+_PUT_DEFAULTS: tuple[Any, ...] = (b"", b"", 0, False, False, False)
+assert tuple(name for name, _ in _SCHEMAS[PutRequest][1]) == (
+    "key",
+    "value",
+    "lease",
+    "prev_kv",
+    "ignore_value",
+    "ignore_lease",
+)
 _OP_TYPES = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest)
 _DEFAULTS: dict[type, tuple[Any, ...]] = {}
 
@@ -125,10 +137,28 @@ def _defaults(cls: type) -> tuple[Any, ...]:
 
 
 def encode_command(command: Command) -> bytes:
-    payload: bytes = msgpack.packb(
-        [FORMAT, command.now_ms, *_encode_message(command.request)], use_bin_type=True
-    )
+    request = command.request
+    fields = _encode_put(request) if type(request) is PutRequest else _encode_message(request)
+    payload: bytes = msgpack.packb([FORMAT, command.now_ms, *fields], use_bin_type=True)
     return payload
+
+
+def _encode_put(request: PutRequest) -> list[Any]:
+    """The put's tag and fields, as `_encode_message` makes them, without its generic walk
+    (puts are most of the log). Every optional field's default is falsy, and every falsy
+    value of a field equals its default, so trailing falsy fields are the ones left out."""
+    values = [
+        _PUT_TAG,
+        request.key,
+        request.value,
+        request.lease,
+        request.prev_kv,
+        request.ignore_value,
+        request.ignore_lease,
+    ]
+    while len(values) > 2 and not values[-1]:
+        values.pop()
+    return values
 
 
 def _encode_message(message: Any) -> list[Any]:
@@ -172,10 +202,27 @@ def decode_command(payload: bytes) -> Command:
     if raw[0] != FORMAT or type(raw[0]) is not int:
         raise MalformedCommand(f"unknown command format {raw[0]!r}")
     now_ms = _int(raw[1], "now_ms")
-    request = _decode_request(raw[2:], depth=0, allowed=tuple(_BY_TAG.values()))
+    put = _decode_put(raw) if raw[2] == _PUT_TAG and type(raw[2]) is int else None
+    request = put or _decode_request(raw[2:], depth=0, allowed=tuple(_BY_TAG.values()))
     if isinstance(request, LeasePromoteRequest) and request.extend_ms < 0:
         raise MalformedCommand("LeasePromoteRequest.extend_ms must not be negative")
     return Command(request=request, now_ms=now_ms)
+
+
+def _decode_put(raw: list[Any]) -> PutRequest | None:
+    """A well-formed put from `[FORMAT, now_ms, tag, fields...]` in one pass, or None to
+    let the generic decoder judge it (and name what is wrong)."""
+    count = len(raw) - 3
+    if not 1 <= count <= 6:
+        return None
+    key, value, lease, prev_kv, ignore_value, ignore_lease = (*raw[3:], *_PUT_DEFAULTS[count:])
+    if type(key) is not bytes or type(value) is not bytes or type(lease) is not int:
+        return None
+    if type(prev_kv) is not bool or type(ignore_value) is not bool:
+        return None
+    if type(ignore_lease) is not bool or not INT64_MIN <= lease <= INT64_MAX:
+        return None
+    return PutRequest(key, value, lease, prev_kv, ignore_value, ignore_lease)
 
 
 def _decode_request(raw: Any, depth: int, allowed: tuple[type, ...]) -> WriteRequest:
