@@ -444,7 +444,7 @@ class Node:
         self._election_elapsed += 1
         if self._election_elapsed < self._election_timeout:
             return
-        if self.node_id not in self._membership.voters:
+        if not self._may_campaign():
             # Never campaign, but let the lease lapse: a learner that still believed in a
             # departed leader would refuse every candidate's pre-vote forever.
             return
@@ -1046,6 +1046,16 @@ class Node:
         start = Slot(self._commit_slot + 1) if next_slot is None else next_slot
         for member in sorted(wanted - set(self._peers)):
             self._peers[member] = PeerProgress(next_slot=start)
+
+    def _may_campaign(self) -> bool:
+        """A voter of the newest or of the committed configuration may stand: a leader that
+        proposed its own removal and lost leadership before it was chosen may be the only
+        member able to finish it (its peers may need slots it compacted). Safety never
+        depends on who stands, only on the quorums a candidate must win."""
+        return (
+            self.node_id in self._membership.voters
+            or self.node_id in self.committed_membership.voters
+        )
 
     def _campaign_voters(self) -> list[NodeId]:
         voters = set(self._membership.voters) | set(self.committed_membership.voters)
