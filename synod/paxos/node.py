@@ -244,6 +244,10 @@ class Node:
         assert message.dst == self.node_id, "message delivered to the wrong member"
         assert message.src != self.node_id, "a member never messages itself"
         self._max_round_seen = max(self._max_round_seen, message.ballot.round)
+        if isinstance(message, (PreVoteReply, Promise, AcceptReply)):
+            # A refusal names the ballot that beat ours: the next campaign must go above it,
+            # or a member that never asks us (another configuration) outbids us forever.
+            self._max_round_seen = max(self._max_round_seen, message.promised.round)
         match message:
             case PreVote():
                 self._on_pre_vote(message)
