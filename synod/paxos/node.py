@@ -165,6 +165,10 @@ class Node:
         self._transfer_elapsed = 0
         self._transfer_timeout_sent = False
         self._stepping_down = False
+        # While a commit that passes a configuration entry is not durable here, peers hear
+        # of commits only below that entry (see `_shared_commit`).
+        self._commit_share_cap: Slot | None = None
+        self._commit_cap_ready: int | None = None
         # Output buffers, drained by `ready()`.
         self._ready_number = 0
         self._unstable_from: Slot | None = None
@@ -343,8 +347,12 @@ class Node:
             _, ballot, last_slot = self._unpersisted.popleft()
             if self._role is Role.LEADER and ballot == self._promised:
                 self._own_match_slot = max(self._own_match_slot, last_slot)
+        if self._commit_cap_ready is not None and number >= self._commit_cap_ready:
+            self._commit_share_cap = None
+            self._commit_cap_ready = None
         if self._role is Role.LEADER:
             self._maybe_commit()
+            self._maybe_send_timeout_now()
 
     def applied(self, slot: Slot) -> None:
         """The state machine applied every entry up to `slot`."""
@@ -383,6 +391,8 @@ class Node:
     def ready(self) -> Ready:
         self._prepare_output()
         self._ready_number += 1
+        if self._commit_share_cap is not None and self._commit_cap_ready is None:
+            self._commit_cap_ready = self._ready_number
         entries: tuple[Entry, ...] = ()
         if self._unstable_from is not None:
             entries = tuple(self._log.from_slot(self._unstable_from))
@@ -666,6 +676,8 @@ class Node:
         self._unpersisted.clear()
         self._transfer_target = None
         self._stepping_down = False
+        self._commit_share_cap = None
+        self._commit_cap_ready = None
         for read in list(self._reads_unconfirmed) + list(self._reads_confirmed):
             self._reads_failed.append(read.read_id)
         self._reads_unconfirmed.clear()
@@ -847,8 +859,9 @@ class Node:
     def _advance_commit(self, slot: Slot) -> None:
         if slot > self._commit_slot:
             assert slot <= self._log.last_slot
+            previous = self._commit_slot
             passed_config = any(
-                self._commit_slot < config_slot <= slot for config_slot in self._config_slots
+                previous < config_slot <= slot for config_slot in self._config_slots
             )
             self._commit_slot = slot
             self._hard_state_dirty = True
@@ -856,6 +869,15 @@ class Node:
                 # Our replies count known-chosen slots in `match_slot`: durable first.
                 self._must_sync = True
             elif passed_config:
+                # Nobody may learn that a configuration is chosen before our own commit hint
+                # says so durably: a restarted leader that forgot it would need a quorum of
+                # the previous configuration, whose removed members may refuse it forever.
+                first_passed = min(c for c in self._config_slots if c > previous)
+                cap = Slot(first_passed - 1)
+                if self._commit_share_cap is None or cap < self._commit_share_cap:
+                    self._commit_share_cap = cap
+                self._commit_cap_ready = None
+                self._must_sync = True
                 self._on_config_committed()
 
     def _on_config_committed(self) -> None:
@@ -926,32 +948,37 @@ class Node:
                 # follower counts only entries of our ballot, and proposing a chosen value
                 # again in a higher ballot is always safe.
                 entries = [e if e.ballot == ballot else e.with_ballot(ballot) for e in entries]
-            progress.commit_sent = self._commit_slot
+            progress.commit_sent = self._shared_commit()
             self._messages.append(
                 Accept(
                     self.node_id,
                     peer,
                     ballot,
                     tuple(entries),
-                    self._commit_slot,
+                    progress.commit_sent,
                     self._read_round_sent,
                 )
             )
             progress.sent(entries[-1].slot, size_bytes)
+
+    def _shared_commit(self) -> Slot:
+        """The commit slot a leader tells its peers (see `_commit_share_cap`)."""
+        cap = self._commit_share_cap
+        return self._commit_slot if cap is None else min(self._commit_slot, cap)
 
     def _broadcast_heartbeat(self) -> None:
         for peer in sorted(self._peers):
             self._send_heartbeat(peer, self._peers[peer])
 
     def _send_heartbeat(self, peer: NodeId, progress: PeerProgress) -> None:
-        progress.commit_sent = self._commit_slot
+        progress.commit_sent = self._shared_commit()
         self._messages.append(
             Accept(
                 self.node_id,
                 peer,
                 self._promised,
                 (),
-                self._commit_slot,
+                progress.commit_sent,
                 self._read_round_sent,
             )
         )
@@ -965,6 +992,8 @@ class Node:
             return
         # Proposals stay refused until the transfer times out, so that the target's commit
         # slot is not overtaken while it runs phase 1.
+        if self._commit_share_cap is not None:
+            return  # sent once our commit hint is durable (`persisted`)
         self._messages.append(TimeoutNow(self.node_id, target, self._promised, self._commit_slot))
         self._transfer_timeout_sent = True
 
@@ -1007,7 +1036,7 @@ class Node:
             progress = self._peers[peer]
             if progress.next_slot <= self._log.last_slot:
                 self._send_accepts(peer, progress)
-            if progress.commit_sent < self._commit_slot:
+            if progress.commit_sent < self._shared_commit():
                 # Tell followers at once (not at the next heartbeat) that slots are chosen:
                 # a write forwarded by a follower is answered when the follower applies it.
                 self._send_heartbeat(peer, progress)

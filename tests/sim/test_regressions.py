@@ -24,6 +24,10 @@ REGRESSIONS = [
     # was chosen, and as a non-voter of its newest configuration never stood again, while its
     # peer needed slots it had compacted: no leader.
     pytest.param(2004, 3, True, id="seed2004-reconfig-removed-leader-must-finish"),
+    # With membership changes: followers learned that the leader's removal of a member was
+    # chosen before the leader's own commit hint was durable; the leader restarted needing
+    # the removed member's vote, which had compacted the slot: no leader.
+    pytest.param(4002, 3, True, id="seed4002-reconfig-leader-forgot-config-commit"),
 ]
 
 
