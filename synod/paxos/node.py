@@ -458,6 +458,8 @@ class Node:
         self._election_elapsed += 1
         if self._election_elapsed < self._election_timeout:
             return
+        if not self._is_voter() and self._election_elapsed < 2 * self._election_timeout:
+            return  # a learner stands only if no voter did first
         if not self._may_campaign():
             # Never campaign, but let the lease lapse: a learner that still believed in a
             # departed leader would refuse every candidate's pre-vote forever.
@@ -713,6 +715,7 @@ class Node:
         self._peers = {}
         self._sync_peers(next_slot=start)
         self._broadcast_heartbeat()
+        self._maybe_hand_over()
 
     # ------------------------------------------------------------------ phase 2: follower
 
@@ -868,7 +871,8 @@ class Node:
             if self._role is not Role.LEADER:
                 # Our replies count known-chosen slots in `match_slot`: durable first.
                 self._must_sync = True
-            elif passed_config:
+                return
+            if passed_config:
                 # Nobody may learn that a configuration is chosen before our own commit hint
                 # says so durably: a restarted leader that forgot it would need a quorum of
                 # the previous configuration, whose removed members may refuse it forever.
@@ -878,12 +882,16 @@ class Node:
                     self._commit_share_cap = cap
                 self._commit_cap_ready = None
                 self._must_sync = True
-                self._on_config_committed()
+                self._sync_peers()  # stop replicating to removed members
+            self._maybe_hand_over()
 
-    def _on_config_committed(self) -> None:
-        """Stop replicating to removed members; a leader that removed itself hands over."""
-        self._sync_peers()
-        if self.node_id in self.committed_membership.voters or self._stepping_down:
+    def _maybe_hand_over(self) -> None:
+        """A leader that is a voter of neither its newest nor its committed configuration (it
+        removed itself, or it is a learner that stood because no voter could) hands leadership
+        to the most caught-up voter once the slots it recovered are chosen."""
+        if self._stepping_down or self._commit_slot < self._recovery_end:
+            return
+        if self._is_voter():
             return
         self._stepping_down = True
         voters = self._other_voters()
@@ -1080,14 +1088,22 @@ class Node:
         for member in sorted(wanted - set(self._peers)):
             self._peers[member] = PeerProgress(next_slot=start)
 
-    def _may_campaign(self) -> bool:
-        """A voter of the newest or of the committed configuration may stand: a leader that
-        proposed its own removal and lost leadership before it was chosen may be the only
-        member able to finish it (its peers may need slots it compacted). Safety never
-        depends on who stands, only on the quorums a candidate must win."""
+    def _is_voter(self) -> bool:
         return (
             self.node_id in self._membership.voters
             or self.node_id in self.committed_membership.voters
+        )
+
+    def _may_campaign(self) -> bool:
+        """Any member of the newest or the committed configuration may stand (a proposer
+        need not be an acceptor; safety depends only on the quorums a candidate must win).
+        A voter may be the only one able to finish its own removal; a learner may be the only
+        one whose log reaches the slots the remaining voters need (they may have been
+        compacted everywhere else). A member that knows it was removed never stands."""
+        return (
+            self._is_voter()
+            or self.node_id in self._membership.learners
+            or (self.node_id in self.committed_membership.learners)
         )
 
     def _campaign_voters(self) -> list[NodeId]:
