@@ -70,6 +70,8 @@ class ServerConfig:
     # Set when this member joined a running cluster (--initial-cluster-state existing):
     # the ids the cluster assigned and the member table it had then (encoded).
     joined: JoinedCluster | None = None
+    # The cluster id a restarting member's data dir records (see main._with_recorded_cluster)
+    recorded_cluster_id: int | None = None
 
     @property
     def member_id(self) -> int:
@@ -88,6 +90,8 @@ class ServerConfig:
     def cluster_id(self) -> int:
         if self.joined is not None:
             return self.joined.cluster_id
+        if self.recorded_cluster_id is not None:
+            return self.recorded_cluster_id
         return cluster_id_of(
             self.initial_cluster_token, [p.member_id for p in self.initial_cluster]
         )

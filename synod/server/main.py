@@ -267,6 +267,32 @@ def check_data_dir(config: ServerConfig) -> None:
     os.replace(temporary, record)
 
 
+def _with_recorded_cluster(config: ServerConfig) -> ServerConfig:
+    """A member that restarts keeps the cluster id its data dir records, whatever
+    --initial-cluster now lists (members added and removed since change the id derived from
+    it; etcd too ignores --initial-cluster once the data dir exists). Only when the flags
+    name the same member: a data dir of another member is still refused."""
+    if config.joined is not None:
+        return config
+    record = Path(config.data_dir) / MEMBER_FILE
+    try:
+        fields = dict(line.split("=", 1) for line in record.read_text().splitlines() if "=" in line)
+        cluster_id = int(fields["cluster_id"], 16)
+        member_id = int(fields["member_id"], 16)
+    except (OSError, KeyError, ValueError):
+        return config
+    if member_id != config.member_id or cluster_id == config.cluster_id:
+        return config
+    log.info(
+        "data dir %s belongs to cluster %016x: --initial-cluster (which gives %016x) is "
+        "not used by a member that already started",
+        config.data_dir,
+        cluster_id,
+        config.cluster_id,
+    )
+    return dataclasses.replace(config, recorded_cluster_id=cluster_id)
+
+
 def _one_line(text: str) -> str:
     return ", ".join(line for line in text.splitlines() if line)
 
@@ -391,6 +417,7 @@ async def run_member(
     """
     if config.initial_cluster_state == "existing":
         config = await join_config(config)
+    config = _with_recorded_cluster(config)
     check_data_dir(config)
     service = KvService(election_timeout_ms=config.tick_ms * config.core.election_ticks)
     member = Member(config, service)

@@ -275,13 +275,16 @@ def test_replace_a_killed_member(cluster: SynodCluster) -> None:
     with Client(cluster.members[index].endpoint, transport="grpc") as client:
         found = client.get("before/", prefix=True, serializable=True)
         assert len(found.kvs) == 50
-    # a restart of the joined member uses what it recorded, not --initial-cluster
-    joined = cluster.members[index]
-    assert joined.popen is not None
-    joined.popen.terminate()
-    joined.popen.wait(timeout=10)
-    joined.popen = None
-    cluster.start(index)
+    # restarts use what the data dir recorded, not --initial-cluster (which now names other
+    # members than at first start): the joined member, then an original one
+    for restarted in (index, survivor):
+        member = cluster.members[restarted]
+        assert member.popen is not None
+        member.popen.terminate()
+        member.popen.wait(timeout=10)
+        member.popen = None
+        cluster.start(restarted)
+        cluster.wait_leader()
     leader = cluster.wait_leader()
     wait_until(lambda: caught_up(cluster, index, leader), CATCH_UP_TIMEOUT_S, "caught up again")
     listed = {m.ID: m for m in member_list(cluster, index)}
