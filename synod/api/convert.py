@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from synod.api.errors import EtcdError, StatusCode
 from synod.api.proto.etcdserverpb import rpc_pb2
+from synod.api.proto.mvccpb import kv_pb2
 from synod.kv import messages as kv
 
 T = TypeVar("T")
@@ -202,3 +203,34 @@ def _fill_header(
 
 def watch_response(value: kv.WatchResponse, header: HeaderSource) -> rpc_pb2.WatchResponse:
     return to_response(value, rpc_pb2.WatchResponse(), header)
+
+
+def watch_responses(
+    values: Sequence[kv.WatchResponse], header: HeaderSource
+) -> list[rpc_pb2.WatchResponse]:
+    """The pb messages of the responses of one hub call, in order. Event deliveries to many
+    watchers share their header and Event objects (synod.kv.watch): each distinct one is
+    converted once and copied into every message that carries it, not rebuilt per watcher."""
+    events_pb: dict[int, kv_pb2.Event] = {}
+    headers_pb: dict[kv.ResponseHeader, rpc_pb2.ResponseHeader] = {}
+    fields = header()
+    messages = []
+    for value in values:
+        if value.created or value.canceled or value.compact_revision or value.fragment:
+            messages.append(watch_response(value, lambda: fields))
+            continue
+        header_pb = headers_pb.get(value.header)
+        if header_pb is None:
+            header_pb = headers_pb[value.header] = rpc_pb2.ResponseHeader()
+            _fill_header(value.header, header_pb, lambda: fields)
+        events = []
+        for event in value.events:
+            event_pb = events_pb.get(id(event))
+            if event_pb is None:
+                event_pb = events_pb[id(event)] = kv_pb2.Event()
+                _fill(event, event_pb, None)
+            events.append(event_pb)
+        messages.append(
+            rpc_pb2.WatchResponse(header=header_pb, watch_id=value.watch_id, events=events)
+        )
+    return messages

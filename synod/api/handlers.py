@@ -490,8 +490,8 @@ class WatchSession:
                 EtcdError(StatusCode.RESOURCE_EXHAUSTED, "synod: watch stream fell too far behind")
             )
             return
-        for response in responses:
-            self._queue.put_nowait(convert.watch_response(response, self._handlers.header_fields))
+        for message in convert.watch_responses(responses, self._handlers.header_fields):
+            self._queue.put_nowait(message)
 
     async def handle(self, request: rpc_pb2.WatchRequest) -> None:
         if self._closed:

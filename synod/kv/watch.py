@@ -63,6 +63,10 @@ class _Watcher:
         return self.interval.contains(event.kv.key)
 
 
+def _without_prev(events: Sequence[Event]) -> list[Event]:
+    return [event if event.prev_kv is None else replace(event, prev_kv=None) for event in events]
+
+
 class WatchHub:
     """The watchers of one stream over one store."""
 
@@ -128,16 +132,22 @@ class WatchHub:
             responses.append(self._message(watcher, batch))
         return responses
 
-    def _wanted(self, watcher: _Watcher, events: Sequence[Event]) -> list[Event]:
-        return [
-            event if watcher.prev_kv else replace(event, prev_kv=None)
-            for event in events
-            if watcher.wants(event)
-        ]
+    def _wanted(
+        self, watcher: _Watcher, events: Sequence[Event], bare: Sequence[Event] | None = None
+    ) -> list[Event]:
+        """The events `watcher` gets; `bare` (aligned with `events`, without prev_kv) lets
+        every watcher of one revision share the same stripped Event objects."""
+        if not watcher.prev_kv:
+            events = bare if bare is not None else _without_prev(events)
+        return [event for event in events if watcher.wants(event)]
 
-    def _message(self, watcher: _Watcher, events: Sequence[Event]) -> WatchResponse:
+    def _message(
+        self, watcher: _Watcher, events: Sequence[Event], header: ResponseHeader | None = None
+    ) -> WatchResponse:
         watcher.idle = False
-        return WatchResponse(self._header(), watch_id=watcher.watch_id, events=tuple(events))
+        return WatchResponse(
+            header or self._header(), watch_id=watcher.watch_id, events=tuple(events)
+        )
 
     def _refusal(self, request: WatchCreateRequest) -> str:
         if request.watch_id != 0 and request.watch_id in self._watchers:
@@ -194,21 +204,19 @@ class WatchHub:
         revision = events[0].kv.mod_revision
         assert all(event.kv.mod_revision == revision for event in events)
         assert revision <= self._store.revision
+        # Shared by every watcher of this revision (one stream may hold thousands), so the
+        # door can convert each event once: the header and the events without prev_kv.
+        header = self._header()
+        bare = _without_prev(events)
         responses = []
         for watcher in self._watchers.values():
-            response = self._deliver(watcher, revision, events)
-            if response is not None:
-                responses.append(response)
+            if revision < watcher.next_revision:
+                continue
+            watcher.next_revision = revision + 1
+            wanted = self._wanted(watcher, events, bare)
+            if wanted:
+                responses.append(self._message(watcher, wanted, header))
         return tuple(responses)
-
-    def _deliver(
-        self, watcher: _Watcher, revision: int, events: Sequence[Event]
-    ) -> WatchResponse | None:
-        if revision < watcher.next_revision:
-            return None
-        watcher.next_revision = revision + 1
-        wanted = self._wanted(watcher, events)
-        return self._message(watcher, wanted) if wanted else None
 
     def progress_notify(self) -> tuple[WatchResponse, ...]:
         """For the periodic tick: an empty message at the current revision to each watcher
