@@ -164,6 +164,9 @@ def to_response(value: Any, pb: M, header: HeaderSource | None) -> M:
 
 
 def _fill(value: Any, pb: Message, header: HeaderSource | None) -> None:
+    if type(value) is kv.KeyValue:
+        _fill_key_value(value, pb)
+        return
     for name in _field_names(type(value)):
         item = getattr(value, name)
         if item is None:
@@ -185,6 +188,17 @@ def _fill(value: Any, pb: Message, header: HeaderSource | None) -> None:
                     repeated.append(element)
         else:
             setattr(pb, name, int(item) if isinstance(item, enum.IntEnum) else item)
+
+
+def _fill_key_value(value: kv.KeyValue, pb: Any) -> None:
+    """Most of what ranges and watches return: the six fields set directly rather than
+    by the generic walk (same result: none is ever None)."""
+    pb.key = value.key
+    pb.create_revision = value.create_revision
+    pb.mod_revision = value.mod_revision
+    pb.version = value.version
+    pb.value = value.value
+    pb.lease = value.lease
 
 
 def _fill_header(
