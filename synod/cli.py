@@ -239,12 +239,14 @@ def run_repair(args: argparse.Namespace) -> int:
         return 1
     print(f"moved {result.data_dir} to {result.moved_to} ({result.damage})")
     print(
-        "restart the member with its usual flags: it starts empty and re-syncs from the "
-        "leader.\nWARNING: an empty member has forgotten the ballots it promised and the "
-        "values it accepted. Paxos stays safe through that only if the member re-joins under "
-        "a new identity (member remove, then member add, which lands with online "
-        "reconfiguration); until then, repair one member at a time, only while the other "
-        "members are healthy and a leader is stable, and see docs/operations.md."
+        "WARNING: an empty member has forgotten the ballots it promised and the values it "
+        "accepted. Paxos stays safe through that only if it re-joins under a new identity:\n"
+        "  synod ctl member remove <its id>\n"
+        "  synod ctl member add <name> --peer-urls <its peer URL>\n"
+        "  then start it with --initial-cluster-state existing (docs/operations.md, "
+        "'Replacing a member').\n"
+        "Restarting it in place with its usual flags is safe only one member at a time, "
+        "while the others are healthy and a leader is stable."
     )
     return 0
 
