@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=None, help="keep collapsed stacks here")
     parser.add_argument("--follower", action="store_true", help="sample a follower instead")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
+    parser.add_argument("--native", action="store_true", help="with C frames (py-spy --native)")
     parser.add_argument("--client", nargs=2, metavar=("NATIVE", "GRPC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     *(py_spy, "record", "--format", "raw", "--nonblocking", "--function"),
                     *("-r", str(args.rate), "-o", str(raw_path)),
+                    *(("--native",) if args.native else ()),
                     *("-d", str(int(args.seconds)), "-p", str(member.popen.pid)),
                 ],
                 check=True,

@@ -36,6 +36,7 @@ from synod.api.native import start_native_door
 from synod.api.proto.native_wire import NATIVE_PORT_OFFSET
 from synod.paxos.config import Config as CoreConfig
 from synod.paxos.config import ConfigError as CoreConfigError
+from synod.server.collector import tune_collector
 from synod.server.config import (
     ConfigError,
     JoinedCluster,
@@ -519,6 +520,7 @@ def serve(config: ServerConfig) -> int:
         )
         return 2
     loop_factory = _loop_factory()
+    tune_collector()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(config))
