@@ -89,7 +89,11 @@ def transcript(endpoint: str) -> list[tuple[int, str, str]]:
     run("member", "list")
     learner = id_of(learner_url)
     run("member", "add", "second", f"--peer-urls={other_url}", "--learner")
-    voter_url = etcdctl(endpoint, "member", "list")[1].split(", ")[3]
+    # The voter's own line (member list is ordered by id, and a learner's random id may sort
+    # first: re-adding a learner's URL in the same second makes etcd answer "member ID
+    # already exist", its id being a hash of the URLs and the time in seconds).
+    listed = etcdctl(endpoint, "member", "list")[1].splitlines()
+    voter_url = next(line for line in listed if line.endswith(", false")).split(", ")[3]
     run("member", "add", "again", f"--peer-urls={voter_url}", "--learner")
     run("member", "promote", learner)
     run("member", "promote", voter)
