@@ -31,7 +31,7 @@ from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.mvccpb import kv_pb2
 from synod.api.proto.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
-from tests.integration.cluster import free_ports
+from tests.integration.cluster import SynodCluster, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -40,113 +40,34 @@ READY_TIMEOUT_S = 20.0
 
 
 @dataclass
-class Process:
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: Path
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-    channel: grpc.Channel | None = None
+class Cluster(SynodCluster):
+    """The shared launcher (tests/integration/cluster.py), with one gRPC channel per running
+    member and frequent snapshots."""
 
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
-
-
-@dataclass
-class Cluster:
-    """N `synod serve` children with fast timeouts (50 ms heartbeat, 500 ms election)."""
-
-    root: Path
-    size: int = 3
-    members: list[Process] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        ports = free_ports(2 * self.size)
-        for index in range(self.size):
-            name = f"m{index}"
-            self.members.append(
-                Process(
-                    name,
-                    ports[2 * index],
-                    ports[2 * index + 1],
-                    self.root / name,
-                    self.root / f"{name}.log",
-                )
-            )
-
-    def command(self, member: Process) -> list[str]:
-        cluster = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
-        client_urls = ",".join(f"{m.name}=http://{m.endpoint}" for m in self.members)
-        return [
-            sys.executable,
-            "-m",
-            "synod.cli",
-            "serve",
-            "--name",
-            member.name,
-            "--data-dir",
-            str(member.data_dir),
-            "--listen-client-urls",
-            f"http://{member.endpoint}",
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{member.peer_port}",
-            "--initial-cluster",
-            cluster,
-            "--initial-cluster-token",
-            "grpc-test",
-            "--initial-cluster-client-urls",
-            client_urls,
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-            "--snapshot-count",
-            "50",
-        ]
+    token: str = "grpc-test"
+    extra_flags: tuple[str, ...] = ("--snapshot-count", "50")
+    channels: dict[int, grpc.Channel] = field(default_factory=dict)
 
     def start(self, index: int) -> None:
-        member = self.members[index]
-        with open(member.log_path, "ab") as log:
-            member.popen = subprocess.Popen(
-                self.command(member), stdout=log, stderr=subprocess.STDOUT
-            )
-        member.channel = grpc.insecure_channel(member.endpoint)
-
-    def start_all(self) -> None:
-        for index in range(self.size):
-            self.start(index)
+        super().start(index)
+        self.channels[index] = grpc.insecure_channel(self.members[index].endpoint)
 
     def kill(self, index: int) -> None:
-        member = self.members[index]
-        assert member.popen is not None
-        member.popen.send_signal(signal.SIGKILL)
-        member.popen.wait()
-        member.popen = None
-        if member.channel is not None:
-            member.channel.close()
-            member.channel = None
+        super().kill(index)
+        self._close_channel(index)
 
     def stop_all(self) -> None:
-        for member in self.members:
-            if member.popen is not None:
-                member.popen.send_signal(signal.SIGTERM)
-        for member in self.members:
-            if member.popen is not None:
-                try:
-                    member.popen.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    member.popen.kill()
-                    member.popen.wait()
-            if member.channel is not None:
-                member.channel.close()
+        super().stop_all()
+        for index in list(self.channels):
+            self._close_channel(index)
 
-    def live(self) -> list[int]:
-        return [i for i, m in enumerate(self.members) if m.popen is not None]
+    def _close_channel(self, index: int) -> None:
+        channel = self.channels.pop(index, None)
+        if channel is not None:
+            channel.close()
 
     def channel(self, index: int) -> grpc.Channel:
-        channel = self.members[index].channel
+        channel = self.channels.get(index)
         assert channel is not None, f"member {index} is not running"
         return channel
 
@@ -161,33 +82,6 @@ class Cluster:
 
     def cluster_stub(self, index: int) -> rpc_pb2_grpc.ClusterStub:
         return rpc_pb2_grpc.ClusterStub(self.channel(index))
-
-    def wait_leader(self, timeout_s: float = READY_TIMEOUT_S) -> int:
-        """Index of the member every live member names as leader, once reads work."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for index in self.live():
-                popen = self.members[index].popen
-                assert popen is not None
-                if popen.poll() is not None:
-                    raise AssertionError(
-                        f"{self.members[index].name} exited:\n"
-                        + self.members[index].log_path.read_text()[-2000:]
-                    )
-            try:
-                leaders = set()
-                ids = {}
-                for index in self.live():
-                    status = self.maintenance(index).Status(rpc_pb2.StatusRequest(), timeout=1)
-                    leaders.add(status.leader)
-                    ids[status.header.member_id] = index
-                    self.kv(index).Range(rpc_pb2.RangeRequest(key=b"\0"), timeout=1)
-                if len(leaders) == 1 and 0 not in leaders and leaders <= set(ids):
-                    return ids[leaders.pop()]
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("no leader answered in time")
 
 
 class Watch:
