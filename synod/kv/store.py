@@ -21,7 +21,6 @@ key with a lease is in that lease's key set and in no other.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -78,11 +77,22 @@ from synod.kv.messages import (
     TxnResponse,
     WriteResponse,
 )
+from synod.kv.snapshot_columns import (
+    CHUNK_CHANGES,
+    CHUNK_KEYS,
+    IndexColumns,
+    RestoredIndex,
+    chunks_for,
+    pack_change_chunk,
+    read_change_chunk,
+    read_index_chunk,
+)
 from synod.kv.txn import check_delete, check_put, check_range, check_txn, compare_holds
 
 LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s election
 LEASES_DUE_MAX = 1000
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # column chunks (synod.kv.snapshot_columns)
+SNAPSHOT_FORMAT_ROWS = 1  # one object per key; still read
 SNAPSHOT_SLICE_KEYS = 250
 SNAPSHOT_STREAMS_MAX = 4
 
@@ -485,33 +495,11 @@ class KVStore:
     def snapshot(self) -> bytes:
         """The whole store as canonical msgpack: equal stores give equal bytes.
 
-        `[FORMAT, revision, compact_revision, lease_ttl_s_min, lease_id_counter, index,
-        changes, leases]`; index is `[[key, [[revision, record | nil], ...]], ...]` with a
-        record `[create_revision, version, value, lease]`; changes `[[revision, [key,
-        ...]], ...]`; leases `[[id, ttl_s, deadline_ms], ...]`, all in sorted order.
+        `[FORMAT, revision, compact_revision, lease_ttl_s_min, lease_id_counter, index
+        chunks, change chunks, leases]`, leases `[[id, ttl_s, deadline_ms], ...]` by id; the
+        chunks are format 2's columns (see synod.kv.snapshot_columns).
         """
-        index = [
-            [key, [[at, _pack_record(record)] for at, record in _records(history)]]
-            for key, history in self._index.items()
-        ]
-        changes = [[revision, list(keys)] for revision, keys in self._changes.items()]
-        leases = []
-        for lease_id in self.leases.ids():
-            lease = self.leases.get(lease_id)
-            assert lease is not None
-            leases.append([lease.id, lease.ttl_s, lease.deadline_ms])
-        state = [
-            SNAPSHOT_FORMAT,
-            self._revision,
-            self._compact_revision,
-            self.leases.ttl_s_min,
-            self.leases.id_counter,
-            index,
-            changes,
-            leases,
-        ]
-        data: bytes = msgpack.packb(state, use_bin_type=True)
-        return data
+        return b"".join(self._open_snapshot(_Freeze(), SNAPSHOT_SLICE_KEYS))
 
     def snapshot_stream(self, slice_keys: int = SNAPSHOT_SLICE_KEYS) -> Iterator[bytes]:
         """`snapshot()` as of this call, in pieces that each cost a bounded slice of work.
@@ -522,13 +510,17 @@ class KVStore:
         open at once (the member's own snapshot and a backup, say), each with its own moment;
         opening one more than SNAPSHOT_STREAMS_MAX voids the oldest, and a compaction voids
         them all (`SnapshotCancelled` at their next piece). Pieces are produced only while the
-        caller asks for them.
+        caller asks for them; a piece may be empty (a slice that filled no chunk).
         """
         assert slice_keys >= 1
         if len(self._freezes) >= SNAPSHOT_STREAMS_MAX:
             self._freezes.pop(0).cancelled = True
         freeze = _Freeze()
         self._freezes.append(freeze)
+        return self._open_snapshot(freeze, slice_keys)
+
+    def _open_snapshot(self, freeze: _Freeze, slice_keys: int) -> Iterator[bytes]:
+        """The header and what the pieces need, taken now; the pieces follow when asked."""
         header = msgpack.Packer(use_bin_type=True, autoreset=False)
         header.pack_array_header(8)
         for value in (
@@ -539,7 +531,7 @@ class KVStore:
             self.leases.id_counter,
         ):
             header.pack(value)
-        header.pack_array_header(len(self._index))
+        header.pack_array_header(chunks_for(len(self._index), CHUNK_KEYS))
         leases = []
         for lease_id in self.leases.ids():
             lease = self.leases.get(lease_id)
@@ -564,33 +556,19 @@ class KVStore:
                 written += count
                 yield piece
             assert written == key_count, "every key of the frozen view is written once"
-            packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-            packer.pack_array_header(change_count)
-            after: int | None = None
-            while True:
-                freeze.check()
-                span = self._changes.irange(
-                    minimum=after, maximum=revision, inclusive=(False, True)
-                )
-                revisions = list(islice(span, slice_keys))
-                if not revisions:
-                    break
-                for at in revisions:
-                    packer.pack([at, list(self._changes[at])])
-                    change_count -= 1
-                after = revisions[-1]
-                yield packer.bytes()
-                packer.reset()
-            assert change_count == 0, "every change of the frozen view is written once"
-            packer.pack(leases)
-            yield packer.bytes()
+            yield from self._change_slices(freeze, change_count, slice_keys, revision)
+            yield msgpack.packb(leases, use_bin_type=True)
         finally:
             if freeze in self._freezes:
                 self._freezes.remove(freeze)
 
     def _index_slices(self, freeze: _Freeze, slice_keys: int) -> Iterator[tuple[bytes, int]]:
-        """(packed index items, how many) for the keys as frozen, `slice_keys` keys a time."""
+        """(packed index chunks, how many keys) for the keys as frozen, a slice at a time.
+
+        Each slice reads `slice_keys` keys of the index and packs the chunks they fill; the
+        keys of a chunk not yet full wait in `gathered`, copied out of their histories."""
         packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        gathered = IndexColumns()
         while True:
             freeze.check()
             if freeze.position is None:
@@ -598,35 +576,62 @@ class KVStore:
             else:
                 span = self._index.irange(minimum=freeze.position, inclusive=(False, True))
             keys = list(islice(span, slice_keys))
-            if not keys:
-                return
             count = 0
             for key in keys:
                 kept = freeze.originals.pop(key, _UNCHANGED)
                 if kept is None:
                     continue  # created after the stream opened
-                if kept is _UNCHANGED:
-                    history: History = self._index[key]
-                    pairs = _records(history)
-                else:
-                    assert isinstance(kept, History)
-                    pairs = _records(kept)
-                packer.pack([key, [[at, _pack_record(record)] for at, record in pairs]])
+                history = self._index[key] if kept is _UNCHANGED else kept
+                assert isinstance(history, History)
+                gathered.add(key, history)
                 count += 1
-            freeze.position = keys[-1]
+            if keys:
+                freeze.position = keys[-1]
+            while len(gathered) >= CHUNK_KEYS or (gathered and not keys):
+                gathered.pack_chunk(packer)
             yield packer.bytes(), count
             packer.reset()
+            if not keys:
+                return
+
+    def _change_slices(
+        self, freeze: _Freeze, change_count: int, slice_keys: int, revision: int
+    ) -> Iterator[bytes]:
+        """The change chunks of revisions up to `revision`, `slice_keys` revisions a piece."""
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        packer.pack_array_header(chunks_for(change_count, CHUNK_CHANGES))
+        revisions: list[int] = []
+        after: int | None = None
+        while True:
+            freeze.check()
+            span = self._changes.irange(minimum=after, maximum=revision, inclusive=(False, True))
+            fresh = list(islice(span, slice_keys))
+            revisions.extend(fresh)
+            done = not fresh
+            if fresh:
+                after = fresh[-1]
+            while len(revisions) >= CHUNK_CHANGES or (revisions and done):
+                chunk, revisions = revisions[:CHUNK_CHANGES], revisions[CHUNK_CHANGES:]
+                pack_change_chunk(packer, chunk, [self._changes[at] for at in chunk])
+                change_count -= len(chunk)
+            yield packer.bytes()
+            packer.reset()
+            if done:
+                break
+        assert change_count == 0, "every change of the frozen view is written once"
 
     @classmethod
-    def restore(cls, data: bytes) -> KVStore:
-        """The store `snapshot()` wrote; `MalformedCommand` if the bytes are not one.
+    def restore(cls, data: bytes | memoryview) -> KVStore:
+        """The store `snapshot()` wrote, in format 2 or in format 1 (written by an earlier
+        Synod); `MalformedCommand` if the bytes are not one.
 
-        Decodes one key at a time (msgpack's streaming unpacker) and builds the sorted maps
-        in bulk from the keys' sorted order: a large snapshot never exists as one nested
-        list, which keeps restart time and peak memory down (issue 8).
+        Decodes a chunk (format 2) or a key (format 1) at a time with msgpack's streaming
+        unpacker and builds the sorted maps in bulk from the keys' sorted order: a large
+        snapshot never exists as one nested list, which keeps restart time and peak memory
+        down (issue 8). `data` is read in place, never copied whole.
         """
         unpacker = msgpack.Unpacker(
-            io.BytesIO(data),
+            _ViewReader(memoryview(data)),
             raw=False,
             use_list=True,
             strict_map_key=True,
@@ -646,14 +651,20 @@ class KVStore:
     @classmethod
     def _restore_from(cls, unpacker: msgpack.Unpacker) -> KVStore:
         _need(unpacker.read_array_header() == 8, "snapshot shape")
-        _need(unpacker.unpack() == SNAPSHOT_FORMAT, "snapshot format")
+        snapshot_format = unpacker.unpack()
+        _need(type(snapshot_format) is int, "snapshot format")
+        _need(snapshot_format in (SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_ROWS), "snapshot format")
         revision, compact, ttl_s_min, id_counter = (_nat(unpacker.unpack()) for _ in range(4))
         _need(revision >= 1 and compact <= revision and ttl_s_min >= 1, "snapshot revisions")
         store = cls(lease_ttl_s_min=ttl_s_min)
         store._revision, store._compact_revision = revision, compact
         store.leases.id_counter = id_counter
-        leased = store._restore_index(unpacker)
-        store._restore_changes(unpacker)
+        if snapshot_format == SNAPSHOT_FORMAT:
+            leased = store._restore_index_chunks(unpacker)
+            store._restore_change_chunks(unpacker)
+        else:
+            leased = store._restore_index(unpacker)
+            store._restore_changes(unpacker)
         for item in _seq(unpacker.unpack()):
             _need(isinstance(item, list) and len(item) == 3, "snapshot lease")
             lease_id, ttl_s, deadline_ms = _int(item[0]), _nat(item[1]), _int(item[2])
@@ -664,11 +675,41 @@ class KVStore:
             _need(lease is not None, "snapshot key names a missing lease")
             assert lease is not None
             lease.keys.add(key)
-        store.check_invariants()
+        if snapshot_format == SNAPSHOT_FORMAT_ROWS:
+            store.check_invariants()
+            return store
+        # Format 2's reader built `_live` from the histories and checked every change, so
+        # the full check (a Python walk of every key, a second at a million keys) is left
+        # to the tests; what is cheap is asserted here.
+        assert len(store._live) <= len(store._index)
+        assert not store._changes or store._changes.keys()[0] >= store._compact_revision
+        store.leases.check_invariants()
         return store
 
+    def _restore_index_chunks(self, unpacker: msgpack.Unpacker) -> list[tuple[bytes, int]]:
+        """Read format 2's index; returns the (key, lease) of live keys that have a lease."""
+        restored = RestoredIndex()
+        for _ in range(unpacker.read_array_header()):
+            read_index_chunk(unpacker.unpack(), self._revision, restored)
+        self._index = SortedDict(zip(restored.keys, restored.histories, strict=True))
+        self._live = SortedDict(zip(restored.live_keys, restored.live, strict=True))
+        return [(kv.key, kv.lease) for kv in restored.leased]
+
+    def _restore_change_chunks(self, unpacker: msgpack.Unpacker) -> None:
+        """Read format 2's changes: revisions ascending in [compact_revision, revision]."""
+        revisions: list[int] = []
+        changes: list[tuple[bytes, ...]] = []
+        after = self._compact_revision - 1
+        for _ in range(unpacker.read_array_header()):
+            chunk = unpacker.unpack()
+            at, written = read_change_chunk(chunk, after, self._revision, self._index)
+            revisions.extend(at)
+            changes.extend(written)
+            after = at[-1]
+        self._changes = SortedDict(zip(revisions, changes, strict=True))
+
     def _restore_index(self, unpacker: msgpack.Unpacker) -> list[tuple[bytes, int]]:
-        """Read the index; returns the (key, lease) of live keys that have a lease."""
+        """Read format 1's index; returns the (key, lease) of live keys that have a lease."""
         revision = self._revision
         keys: list[bytes] = []
         histories: list[History] = []
@@ -698,7 +739,7 @@ class KVStore:
         return leased
 
     def _restore_changes(self, unpacker: msgpack.Unpacker) -> None:
-        """Read the change list; each change names keys whose history has that revision.
+        """Read format 1's change list; each change names keys whose history has that revision.
         The checks are inline: this runs once per revision of a restored store."""
         revisions: list[int] = []
         changes: list[tuple[bytes, ...]] = []
@@ -746,6 +787,22 @@ class KVStore:
 _UNCHANGED = History()
 
 
+class _ViewReader:
+    """A file-like `read` over a buffer, for msgpack's streaming unpacker: unlike
+    io.BytesIO, it reads a memoryview without copying it whole first."""
+
+    __slots__ = ("_position", "_view")
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._position = 0
+
+    def read(self, size: int) -> bytes:
+        start = self._position
+        self._position = min(len(self._view), start + size)
+        return bytes(self._view[start : self._position])
+
+
 class _Freeze:
     """The view an open snapshot stream writes: keys after `position` as they were when it
     opened. Before a key after `position` changes, its records as of then are kept in
@@ -771,16 +828,6 @@ class _Freeze:
     def check(self) -> None:
         if self.cancelled:
             raise SnapshotCancelled("a compaction ran during the snapshot")
-
-
-def _records(history: History) -> Iterator[tuple[int, KeyValue | None]]:
-    return zip(history.revisions, history.records, strict=True)
-
-
-def _pack_record(record: KeyValue | None) -> list[Any] | None:
-    if record is None:
-        return None
-    return [record.create_revision, record.version, record.value, record.lease]
 
 
 def _restore_history(key: bytes, pairs: list[Any], revision: int) -> History:
