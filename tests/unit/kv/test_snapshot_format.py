@@ -6,10 +6,25 @@ compaction), then compare restored stores by their canonical bytes, HashKV and a
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from synod.kv.messages import CompactionRequest, PutRequest, TxnRequest
-from synod.kv.store import KVStore
+import msgpack
+import pytest
+
+from synod.kv.errors import MalformedCommand
+from synod.kv.messages import (
+    CompactionRequest,
+    KeyValue,
+    LeaseTimeToLiveRequest,
+    PutRequest,
+    RangeRequest,
+    TxnRequest,
+)
+from synod.kv.snapshot_columns import CHUNK_KEYS, key_values
+from synod.kv.store import SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_ROWS, KVStore
 from tests.unit.kv.helpers import Store
 
 FORMAT_1_FIXTURE = Path(__file__).parent / "data" / "snapshot-format-1.msgpack"
@@ -34,3 +49,167 @@ def history_store() -> Store:
     store.put(b"k020", b"back")
     store.grant(30, 8)
     return store
+
+
+def _same_store(restored: KVStore, original: KVStore) -> None:
+    """Equal canonical bytes, HashKV, old-revision reads, watch replay and lease keys."""
+    restored.check_invariants()
+    assert restored.snapshot() == original.snapshot()
+    assert restored.hash_kv() == original.hash_kv()
+    for at in range(original.compact_revision, original.revision + 1):
+        request = RangeRequest(b"\0", b"\0", revision=at)
+        assert restored.range(request) == original.range(request)
+    start = original.compact_revision
+    assert list(restored.events_from(start)) == list(original.events_from(start))
+    for lease_id in original.leases.ids():
+        ask = LeaseTimeToLiveRequest(lease_id, keys=True)
+        assert restored.time_to_live(ask, 0) == original.time_to_live(ask, 0)
+
+
+def test_a_format_1_snapshot_of_an_earlier_synod_restores_to_the_same_store() -> None:
+    """The fixture was written by the format-1 writer from `history_store()`; members
+    restarting after an upgrade read such snapshots from their data directories."""
+    old = FORMAT_1_FIXTURE.read_bytes()
+    assert msgpack.unpackb(old)[0] == SNAPSHOT_FORMAT_ROWS
+    restored = KVStore.restore(old)
+    _same_store(restored, history_store().kv)
+    assert msgpack.unpackb(restored.snapshot())[0] == SNAPSHOT_FORMAT == 2
+
+
+def test_format_2_round_trips_every_kind_of_record() -> None:
+    original = history_store().kv
+    data = original.snapshot()
+    assert msgpack.unpackb(data)[0] == SNAPSHOT_FORMAT
+    _same_store(KVStore.restore(data), original)
+    _same_store(KVStore.restore(memoryview(data)), original)
+
+
+def test_format_2_round_trips_across_many_chunks_whatever_the_stream_slices() -> None:
+    """Keys and changes spanning several chunks, keys with several records on a chunk's
+    edge, a transaction and a range delete of many keys: the chunking is the format's, not the stream's."""
+    store = Store()
+    keys = CHUNK_KEYS * 2 + 100
+    for index in range(keys):
+        store.put(b"k%05d" % index, b"v%d" % index)
+    for index in range(CHUNK_KEYS - 5, CHUNK_KEYS + 5):
+        store.put(b"k%05d" % index, b"again")
+        store.delete(b"k%05d" % index)
+    store.txn(TxnRequest(success=tuple(PutRequest(b"t%03d" % n, b"x") for n in range(100))))
+    store.delete(b"k00000", b"k00300")
+    data = store.kv.snapshot()
+    index_chunks, change_chunks = msgpack.unpackb(data)[5:7]
+    assert len(index_chunks) == 3 and len(change_chunks) == 3
+    for slice_keys in (1, 7, CHUNK_KEYS, 5000):
+        assert b"".join(store.kv.snapshot_stream(slice_keys=slice_keys)) == data
+    _same_store(KVStore.restore(data), store.kv)
+
+
+def test_key_values_made_in_bulk_equal_constructed_ones() -> None:
+    columns = ([b"a", b"b"], [2, 3], [4, 3], [2, 1], [b"x", b""], [0, 7])
+    made = key_values(columns)
+    expected = [KeyValue(*fields) for fields in zip(*columns, strict=True)]
+    assert made == expected
+    assert [hash(kv) for kv in made] == [hash(kv) for kv in expected]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[0].value = b"changed"  # type: ignore[misc]
+
+
+Layout = list[Any]
+
+
+def _index_column(layout: Layout, column: int) -> list[Any]:
+    column_values: list[Any] = layout[5][0][column]
+    return column_values
+
+
+def _set(column: int, position: int, value: Any) -> Callable[[Layout], None]:
+    def mutate(layout: Layout) -> None:
+        _index_column(layout, column)[position] = value
+
+    return mutate
+
+
+def _set_change(column: int, position: int, value: Any) -> Callable[[Layout], None]:
+    def mutate(layout: Layout) -> None:
+        layout[6][0][column][position] = value
+
+    return mutate
+
+
+def _swap_first_keys(layout: Layout) -> None:
+    keys = _index_column(layout, 0)
+    keys[0], keys[1] = keys[1], keys[0]
+
+
+def _tombstone_with_a_version(layout: Layout) -> None:
+    values = _index_column(layout, 5)
+    _index_column(layout, 4)[values.index(None)] = 3
+
+
+def _records_out_of_order(layout: Layout) -> None:
+    counts = _index_column(layout, 1)
+    revisions = _index_column(layout, 2)
+    start = sum(counts[: next(i for i, n in enumerate(counts) if n > 1)])
+    revisions[start], revisions[start + 1] = revisions[start + 1], revisions[start]
+
+
+def _live_key_on_a_missing_lease(layout: Layout) -> None:
+    counts = _index_column(layout, 1)
+    last_record = sum(counts) - 1
+    assert _index_column(layout, 5)[last_record] is not None, "the last key is live"
+    _index_column(layout, 6)[last_record] = 99
+
+
+def _drop_a_column(layout: Layout) -> None:
+    layout[5][0].pop()
+
+
+def _chunk_too_large(layout: Layout) -> None:
+    chunk = layout[5][0]
+    for column in chunk:
+        column.extend(column[-1:] * CHUNK_KEYS)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(_swap_first_keys, id="keys-unsorted"),
+        pytest.param(_set(0, 0, b""), id="empty-key"),
+        pytest.param(_set(0, 0, "k000"), id="key-not-bytes"),
+        pytest.param(_set(1, 0, 0), id="key-without-records"),
+        pytest.param(_set(1, 0, 5), id="counts-disagree-with-records"),
+        pytest.param(_set(2, 0, 10**6), id="record-above-revision"),
+        pytest.param(_set(2, 0, 0), id="record-at-revision-0"),
+        pytest.param(_set(2, 0, True), id="bool-for-int"),
+        pytest.param(_records_out_of_order, id="records-out-of-order"),
+        pytest.param(_set(3, 0, 10**6), id="created-after-modified"),
+        pytest.param(_set(4, 0, 0), id="live-record-version-0"),
+        pytest.param(_set(5, 0, 7), id="value-not-bytes"),
+        pytest.param(_tombstone_with_a_version, id="tombstone-with-fields"),
+        pytest.param(_live_key_on_a_missing_lease, id="lease-not-in-the-snapshot"),
+        pytest.param(_set(6, 0, 2**63), id="lease-out-of-int64"),
+        pytest.param(_drop_a_column, id="index-chunk-shape"),
+        pytest.param(_chunk_too_large, id="index-chunk-too-large"),
+        pytest.param(_set_change(2, 0, b"nope"), id="change-names-missing-key"),
+        pytest.param(_set_change(2, 0, b"k039"), id="change-key-not-written-then"),
+        pytest.param(_set_change(0, 1, 1), id="change-revisions-descending"),
+        pytest.param(_set_change(0, -1, 10**6), id="change-above-revision"),
+        pytest.param(_set_change(1, 0, 0), id="change-without-keys"),
+    ],
+)
+def test_restore_refuses_a_format_2_snapshot_that_breaks_the_rules(
+    mutate: Callable[[Layout], None],
+) -> None:
+    """Each case breaks one rule of synod.kv.snapshot_columns in an otherwise valid
+    snapshot; restore raises MalformedCommand rather than building a broken store."""
+    layout = msgpack.unpackb(history_store().kv.snapshot())
+    mutate(layout)
+    with pytest.raises(MalformedCommand):
+        KVStore.restore(msgpack.packb(layout))
+
+
+@pytest.mark.parametrize("cut", [1, 100, 500])
+def test_restore_refuses_a_truncated_format_2_snapshot(cut: int) -> None:
+    data = history_store().kv.snapshot()
+    with pytest.raises(MalformedCommand):
+        KVStore.restore(data[:-cut])
