@@ -86,7 +86,8 @@ def test_format_2_round_trips_every_kind_of_record() -> None:
 
 def test_format_2_round_trips_across_many_chunks_whatever_the_stream_slices() -> None:
     """Keys and changes spanning several chunks, keys with several records on a chunk's
-    edge, a transaction and a range delete of many keys: the chunking is the format's, not the stream's."""
+    edge, a transaction and a range delete of many keys: the chunking is the format's,
+    not the stream's."""
     store = Store()
     keys = CHUNK_KEYS * 2 + 100
     for index in range(keys):
