@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from synod.kv import fast
 from synod.kv.errors import MalformedCommand
 from synod.kv.messages import (
     INT64_MAX,
@@ -206,7 +207,7 @@ def decode_command(payload: bytes) -> Command:
     request = put or _decode_request(raw[2:], depth=0, allowed=tuple(_BY_TAG.values()))
     if isinstance(request, LeasePromoteRequest) and request.extend_ms < 0:
         raise MalformedCommand("LeasePromoteRequest.extend_ms must not be negative")
-    return Command(request=request, now_ms=now_ms)
+    return fast.command(request, now_ms)
 
 
 def _decode_put(raw: list[Any]) -> PutRequest | None:
@@ -222,7 +223,7 @@ def _decode_put(raw: list[Any]) -> PutRequest | None:
         return None
     if type(ignore_lease) is not bool or not INT64_MIN <= lease <= INT64_MAX:
         return None
-    return PutRequest(key, value, lease, prev_kv, ignore_value, ignore_lease)
+    return fast.put_request(key, value, lease, prev_kv, ignore_value, ignore_lease)
 
 
 def _decode_request(raw: Any, depth: int, allowed: tuple[type, ...]) -> WriteRequest:

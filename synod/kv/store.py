@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 from sortedcontainers import SortedDict
 
-from synod.kv import errors
+from synod.kv import errors, fast
 from synod.kv.codec import decode_command
 from synod.kv.errors import MalformedCommand
 from synod.kv.keyspace import History, KeyInterval
@@ -109,6 +109,18 @@ class Applied:
     events: tuple[Event, ...] = ()
 
 
+_applied_response = fast.slot_setter(Applied, "response")
+_applied_events = fast.slot_setter(Applied, "events")
+
+
+def _applied(response: WriteResponse, events: tuple[Event, ...]) -> Applied:
+    """`Applied(response, events)` for the put path (see synod.kv.fast)."""
+    made: Applied = object.__new__(Applied)
+    _applied_response(made, response)
+    _applied_events(made, events)
+    return made
+
+
 @dataclass(slots=True)
 class _Write:
     """The writes of one command in progress; all share `revision` (current + 1)."""
@@ -158,6 +170,8 @@ class KVStore:
     def apply(self, command: Command) -> Applied:
         """Apply one committed command; raise `KVError` (having changed nothing) to reject."""
         request = command.request
+        if type(request) is PutRequest:  # most commands: skip the dispatch below
+            return self._apply_put(request)
         revision_before = self._revision
         if isinstance(request, RangeRequest):
             check_range(request)
@@ -193,6 +207,16 @@ class KVStore:
         assert self._revision - revision_before == (1 if write.events else 0)
         return Applied(response, tuple(write.events))
 
+    def _apply_put(self, request: PutRequest) -> Applied:
+        """`apply` of a top-level put: what the general path does, without its dispatch."""
+        check_put(request)
+        self._check_put_state(request)
+        write = _Write(self._revision + 1)
+        response = self._put(request, write)
+        self._commit(write)
+        assert self._revision == write.revision
+        return _applied(response, (write.events[0],))
+
     def apply_payload(self, payload: bytes) -> Applied:
         """Decode a log entry payload and apply it (`MalformedCommand` if it is not one)."""
         return self.apply(decode_command(payload))
@@ -201,7 +225,11 @@ class KVStore:
         if not write.events:
             return
         assert write.revision == self._revision + 1
-        self._changes[write.revision] = tuple(event.kv.key for event in write.events)
+        events = write.events
+        if len(events) == 1:
+            self._changes[write.revision] = (events[0].kv.key,)
+        else:
+            self._changes[write.revision] = tuple(event.kv.key for event in events)
         self._revision = write.revision
 
     def _check_read_revision(self, revision: int) -> None:
@@ -305,17 +333,15 @@ class KVStore:
             value = prev.value if request.ignore_value else value
             lease = prev.lease if request.ignore_lease else lease
         revision = write.revision
-        kv = KeyValue(
-            key=request.key,
-            create_revision=revision if prev is None else prev.create_revision,
-            mod_revision=revision,
-            version=1 if prev is None else prev.version + 1,
-            value=value,
-            lease=lease,
-        )
+        if prev is None:
+            kv = fast.key_value(request.key, revision, revision, 1, value, lease)
+        else:
+            kv = fast.key_value(
+                request.key, prev.create_revision, revision, prev.version + 1, value, lease
+            )
         self._record(request.key, revision, kv)
-        write.events.append(Event(EventType.PUT, kv, prev))
-        return PutResponse(self._header(revision), prev_kv=prev if request.prev_kv else None)
+        write.events.append(fast.event(EventType.PUT, kv, prev))
+        return fast.put_response(fast.store_header(revision), prev if request.prev_kv else None)
 
     def _delete_keys(self, keys: list[bytes], write: _Write) -> list[KeyValue]:
         prevs = []
