@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from synod.api.errors import EtcdError, StatusCode
 from synod.api.proto.etcdserverpb import rpc_pb2
 from synod.api.proto.mvccpb import kv_pb2
+from synod.kv import fast
 from synod.kv import messages as kv
 
 T = TypeVar("T")
@@ -117,6 +118,13 @@ def to_request(pb: Message, cls: type[T]) -> T:
     return cls(**values)
 
 
+def put_request(pb: rpc_pb2.PutRequest) -> kv.PutRequest:
+    """`to_request(pb, kv.PutRequest)` for the most frequent request."""
+    return fast.put_request(
+        pb.key, pb.value, pb.lease, pb.prev_kv, pb.ignore_value, pb.ignore_lease
+    )
+
+
 def _enum(kind: type[enum.IntEnum], value: int) -> enum.IntEnum:
     try:
         return kind(value)
@@ -160,6 +168,15 @@ def to_response(value: Any, pb: M, header: HeaderSource | None) -> M:
     `header` fills the top-level header's member fields; nested messages get none.
     """
     _fill(value, pb, header)
+    return pb
+
+
+def put_response(value: kv.PutResponse, header: HeaderSource) -> rpc_pb2.PutResponse:
+    """`to_response(value, rpc_pb2.PutResponse(), header)` without the generic walk."""
+    pb = rpc_pb2.PutResponse()
+    _fill_header(value.header, pb.header, header)
+    if value.prev_kv is not None:
+        _fill_key_value(value.prev_kv, pb.prev_kv)
     return pb
 
 

@@ -85,7 +85,10 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
         return await _unary(self.h.range, request, context)
 
     async def Put(self, request: rpc_pb2.PutRequest, context: Any) -> rpc_pb2.PutResponse:
-        return await _unary(self.h.put, request, context)
+        try:  # `_unary` inline: one coroutine less on the most frequent call
+            return await self.h.put(request)
+        except EtcdError as error:
+            await _abort(context, error)
 
     async def DeleteRange(
         self, request: rpc_pb2.DeleteRangeRequest, context: Any

@@ -28,3 +28,29 @@ def test_a_range_response_carries_every_field_of_every_key_value() -> None:
     assert list(pb.kvs) == [kv_pb2.KeyValue(**dataclasses.asdict(v)) for v in values]
     assert pb.count == 2
     assert (pb.header.revision, pb.header.cluster_id, pb.header.raft_term) == (5, 1, 3)
+
+
+def test_the_put_conversions_match_the_generic_ones() -> None:
+    """Goal: the direct put paths (`put_request`, `put_response`) give what `to_request` and
+    `to_response` give, for every field. Method: a request with every field set and one with
+    none; a response with and without a previous key-value."""
+    requests = (
+        rpc_pb2.PutRequest(
+            key=b"k", value=b"v", lease=7, prev_kv=True, ignore_value=True, ignore_lease=True
+        ),
+        rpc_pb2.PutRequest(key=b"k"),
+    )
+    for request in requests:
+        assert convert.put_request(request) == convert.to_request(request, kv.PutRequest)
+    previous = kv.KeyValue(b"k", 2, 4, 3, b"old", 9)
+    for response in (
+        kv.PutResponse(kv.ResponseHeader(revision=5), prev_kv=previous),
+        kv.PutResponse(kv.ResponseHeader(revision=5)),
+    ):
+        direct = convert.put_response(response, lambda: (1, 2, 3))
+        generic = convert.to_response(response, rpc_pb2.PutResponse(), lambda: (1, 2, 3))
+        assert direct == generic
+        assert direct.HasField("prev_kv") == (response.prev_kv is not None)
+    assert direct.header == rpc_pb2.ResponseHeader(
+        cluster_id=1, member_id=2, revision=5, raft_term=3
+    )
