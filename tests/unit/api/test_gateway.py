@@ -1083,3 +1083,37 @@ def test_member_sampler_on_a_three_member_cluster(tmp_path: Any) -> None:
                 await member.stop()
 
     asyncio.run(main())
+
+
+def test_loop_histograms_scrape_like_prometheus_client_histograms() -> None:
+    """Goal: the lock-free histograms of the write path (synod_proposal_duration_seconds,
+    synod_apply_duration_seconds) expose exactly the samples a prometheus_client Histogram
+    with the same buckets would (names, `le` labels, counts, sum), so dashboards and alerts
+    read them unchanged. Method: the same observations, including values on bucket bounds
+    and above the last bound, into both; compare every sample but `_created`."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from synod.api.metrics import REQUEST_BUCKETS
+
+    metrics = SynodMetrics(process=False)
+    registry = CollectorRegistry()
+    reference = Histogram(
+        "synod_proposal_duration_seconds", "x", buckets=REQUEST_BUCKETS, registry=registry
+    )
+    for seconds in (0.00005, 0.0001, 0.00015, 0.0032, 0.5, 3.2768, 100.0):
+        metrics.observe_proposal(seconds)
+        reference.observe(seconds)
+
+    def samples(collected: object) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in collected  # type: ignore[attr-defined]
+            for s in family.samples
+            if family.name == "synod_proposal_duration_seconds" and not s.name.endswith("_created")
+        }
+
+    ours = samples(metrics.registry.collect())
+    assert ours == samples(registry.collect())
+    assert ours[("synod_proposal_duration_seconds_count", "")] == 7
+    assert metrics.value("synod_proposal_duration_seconds_bucket", {"le": "0.0001"}) == 2
+    assert metrics.value("synod_proposal_duration_seconds_created") is not None
