@@ -1,10 +1,11 @@
-"""Where the leader's CPU goes under native-door put load: a py-spy sample of the leader.
+"""Where the leader's CPU goes under put load: a py-spy sample of the leader.
 
 Starts a local three-member cluster (real `synod serve` processes, as bench.native_door),
-drives puts of 256-byte values to random keys out of 10,000 through the native door from a
-client subprocess with `--concurrency` requests in flight, and meanwhile samples the leader
-with py-spy (`pip install py-spy`; not a dependency of Synod). Prints the functions with the
-most samples, by self time and by inclusive time, and keeps the raw collapsed stacks.
+drives puts of 256-byte values to random keys out of 10,000 through the native door (or
+`--door grpc`: the etcd gRPC door on the client port) from a client subprocess with
+`--concurrency` requests in flight, and meanwhile samples the leader with py-spy (`pip
+install py-spy`; not a dependency of Synod). Prints the functions with the most samples, by
+self time and by inclusive time, and keeps the raw collapsed stacks.
 
     .venv/bin/python -m bench.profile_leader [--seconds 8] [--concurrency 256] [--raw FILE]
 
@@ -29,8 +30,9 @@ from bench.native_door import BenchCluster
 TOP_MAX = 40
 
 
-def drive(native: str, endpoint: str, concurrency: int, seconds: float) -> None:
-    """The client process: puts through the native door until `seconds` have passed."""
+def drive(native: str, endpoint: str, concurrency: int, seconds: float, door: str) -> None:
+    """The client process: puts through `door` ("native" or "grpc") until `seconds` have
+    passed."""
     import asyncio
 
     import uvloop
@@ -38,7 +40,7 @@ def drive(native: str, endpoint: str, concurrency: int, seconds: float) -> None:
     from synod.client import AsyncClient
 
     async def run() -> None:
-        client = AsyncClient([endpoint], transport="native", native_endpoints=[native])
+        client = AsyncClient([endpoint], transport=door, native_endpoints=[native])
         value = b"v" * 256
         done = 0
         stop_at = time.monotonic() + seconds
@@ -88,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--follower", action="store_true", help="sample a follower instead")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--native", action="store_true", help="with C frames (py-spy --native)")
+    parser.add_argument("--door", choices=("native", "grpc"), default="native")
     parser.add_argument("--client", nargs=2, metavar=("NATIVE", "GRPC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
-        drive(args.client[0], args.client[1], args.concurrency, args.seconds)
+        drive(args.client[0], args.client[1], args.concurrency, args.seconds, args.door)
         return 0
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     with tempfile.TemporaryDirectory(prefix="synod-profile-") as root:
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     *(sys.executable, "-m", "bench.profile_leader"),
                     *("--seconds", str(args.seconds + 2), "--concurrency", str(args.concurrency)),
+                    *("--door", args.door),
                     *("--client", native, cluster.endpoints[leader]),
                 ]
             )
@@ -114,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             raw_path = args.raw or Path(root) / "stacks.txt"
             subprocess.run(
                 [
-                    *(py_spy, "record", "--format", "raw", "--nonblocking", "--function"),
+                    *(py_spy, "record", "--format", "raw", "--function"),
                     *("-r", str(args.rate), "-o", str(raw_path)),
-                    *(("--native",) if args.native else ()),
+                    # py-spy reads C frames only from a stopped process
+                    *(("--native",) if args.native else ("--nonblocking",)),
                     *("-d", str(int(args.seconds)), "-p", str(member.popen.pid)),
                 ],
                 check=True,
