@@ -836,6 +836,10 @@ class Node:
             return
         progress.recently_active = True
         progress.read_round = max(progress.read_round, message.read_round)
+        if message.match_slot < progress.match_slot:
+            # Within one leadership a follower's match only grows: it restarted and forgot
+            # a commit hint that was not yet durable (see `_advance_commit`).
+            progress.regressed(message.match_slot)
         advanced = progress.acknowledged(message.match_slot)
         if progress.snapshot_pending and message.match_slot >= self._snapshot.last_slot:
             progress.snapshot_pending = False
@@ -869,8 +873,15 @@ class Node:
             self._commit_slot = slot
             self._hard_state_dirty = True
             if self._role is not Role.LEADER:
-                # Our replies count known-chosen slots in `match_slot`: durable first.
-                self._must_sync = True
+                # The commit hint is written but not synced (a lone put paid a second fsync
+                # per follower for it). Our replies count known-chosen slots in `match_slot`
+                # only from the commit slot held when this leadership reached us, which the
+                # promise or the restart before it made durable; and should a match ever go
+                # down, the leader resends from there (`PeerProgress.regressed`). A chosen
+                # configuration is synced at once: forgetting it could leave us needing the
+                # votes of removed members to stand (see `_campaign_voters`).
+                if passed_config:
+                    self._must_sync = True
                 return
             if passed_config:
                 # Nobody may learn that a configuration is chosen before our own commit hint

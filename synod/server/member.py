@@ -451,7 +451,9 @@ class Member:
             self.driver.begin(ready)
             persisting = _Persisting(ready)
             if needs_persist(ready):
-                ticket = self.storage.save_async(ready.snapshot, ready.entries, ready.hard_state)
+                ticket = self.storage.save_async(
+                    ready.snapshot, ready.entries, ready.hard_state, lazy=not ready.must_sync
+                )
                 if ready.must_sync:
                     persisting.started = time.perf_counter()
                     persisting.future = self.storage.wal.durable_future(ticket)

@@ -188,7 +188,7 @@ class DurableStorage:
         sync: bool,
     ) -> None:
         """The driver's Storage.save: durable before returning when `sync`."""
-        ticket = self.save_async(snapshot, entries, hard_state)
+        ticket = self.save_async(snapshot, entries, hard_state, lazy=not sync)
         if sync:
             self.wait_durable(ticket)
 
@@ -197,8 +197,10 @@ class DurableStorage:
         snapshot: SnapshotInstall | None,
         entries: Sequence[Entry],
         hard_state: HardState | None,
+        lazy: bool = False,
     ) -> Ticket:
-        """Queue a save (a snapshot install is written and synced at once); see `wait_durable`."""
+        """Queue a save (a snapshot install is written and synced at once); see `wait_durable`.
+        `lazy`: nobody will wait for it (see `Wal.append`)."""
         with self._lock:
             self._raise_if_failed()
             records: list[tuple[int, bytes]] = []
@@ -214,7 +216,7 @@ class DurableStorage:
                 records.extend(self._entry_records(entries))
             if hard_state is not None:
                 records.append((RECORD_HARD_STATE, codec.pack(codec.encode_hard_state(hard_state))))
-            ticket = self._append(records)
+            ticket = self._append(records, lazy and ref is None)
             if ref is not None:
                 self._apply_install(ref, ticket.segment_seq)
             if entries:
@@ -281,9 +283,9 @@ class DurableStorage:
         """The state before the records being appended: the next segment's header."""
         return codec.encode_checkpoint(Checkpoint(self._hard_state, self._snapshot, self._log_last))
 
-    def _append(self, records: list[tuple[int, bytes]]) -> Ticket:
+    def _append(self, records: list[tuple[int, bytes]], lazy: bool = False) -> Ticket:
         try:
-            return self.wal.append(records)
+            return self.wal.append(records, lazy)
         except StorageFatal as failure:
             self._failure = self._failure or failure
             raise

@@ -357,6 +357,10 @@ class Wal:
         self._appended = 0
         self._written = 0
         self._durable = 0
+        # The committer wakes only for what somebody needs durable (`_wanted` records): a
+        # lazy append rides along with the next sync instead of costing one of its own.
+        self._wanted = 0
+        self._taken = 0
         self._failure: StorageFatal | None = None
         self._closing = False
         self._closed = False
@@ -398,8 +402,13 @@ class Wal:
 
     # -- appending ------------------------------------------------------------------------
 
-    def append(self, records: Sequence[tuple[int, bytes]]) -> Ticket:
-        """Queue records (type, payload) in order; they become durable together or as a prefix."""
+    def append(self, records: Sequence[tuple[int, bytes]], lazy: bool = False) -> Ticket:
+        """Queue records (type, payload) in order; they become durable together or as a prefix.
+
+        `lazy`: nobody waits for these records, so the committer is not woken for them; they
+        are written and synced with the next append that is not lazy (or a wait for them, or
+        `close`). A crash may lose them, and everything appended after them.
+        """
         size = 0
         for record_type, payload in records:
             assert RECORD_TYPE_MIN <= record_type <= RECORD_TYPE_MAX
@@ -411,6 +420,7 @@ class Wal:
             assert not self._closing, "append after close"
             bound = self.options.pending_bytes_max
             while self._pending_bytes and self._pending_bytes + size > bound:
+                self._want(self._appended)
                 self._cond.wait()
                 self._raise_if_failed()
             if not records:
@@ -427,7 +437,8 @@ class Wal:
             self._virtual_bytes += size
             ticket = Ticket(self._appended, self._virtual_seq)
             if self._thread is not None:
-                self._cond.notify_all()
+                if not lazy or self._pending_bytes > bound // 2:
+                    self._want(self._appended)
             else:
                 self._write_pending_inline()
             return ticket
@@ -460,7 +471,15 @@ class Wal:
             else:
                 self._waiter_count += 1
                 heapq.heappush(self._waiters, (ticket.number, self._waiter_count, future))
+                self._want(ticket.number)
         return future
+
+    def _want(self, number: int) -> None:
+        """Records up to `number` must become durable: wake the committer if it sleeps."""
+        if number > self._wanted:
+            self._wanted = number
+            if self._wanted > self._taken:
+                self._cond.notify_all()
 
     def append_durably(self, records: Sequence[tuple[int, bytes]]) -> Ticket:
         ticket = self.append(records)
@@ -472,7 +491,11 @@ class Wal:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closing and self._failure is None:
+                while (
+                    not (self._pending and (self._wanted > self._taken or self._closing))
+                    and not self._closing
+                    and self._failure is None
+                ):
                     self._cond.wait()
                 if self._failure is not None or not self._pending:
                     return
@@ -491,6 +514,7 @@ class Wal:
     def _take_pending(self) -> tuple[list[_Roll | _Batch], int]:
         items, self._pending = self._pending, []
         self._pending_bytes = 0
+        self._taken = self._appended
         self._cond.notify_all()
         return items, self._appended
 

@@ -10,7 +10,7 @@ import pytest
 
 from synod.paxos.config import Config
 from synod.paxos.errors import NotLeader, ProposalDropped
-from synod.paxos.messages import Accept
+from synod.paxos.messages import Accept, AcceptReply
 from synod.paxos.node import Role, TransferRefused
 from synod.paxos.types import Entry, EntryKind, HardState, NodeId, Slot, SnapshotMeta
 
@@ -338,8 +338,9 @@ def test_new_leader_catches_up_a_member_with_slots_chosen_before_its_ballot() ->
 def test_restarted_follower_never_reports_less_than_before() -> None:
     """Regression (simulator seed 11): a follower counts slots it knows chosen in its match.
     A restart used to trust only the snapshot, so the follower came back reporting less, and
-    the leader, which trusts matches to grow, never resent. Restart now trusts the durable
-    commit hint (and a follower syncs its commit slot before replies reveal it)."""
+    the leader, which trusted matches to grow, never resent. Restart now trusts the durable
+    commit hint; the commit a match starts from in a leadership was made durable by the
+    promise (or the restart) that preceded it."""
     cluster = Cluster(3)
     cluster.elect(1)
     cluster.propose(1, b"a", b"b")
@@ -353,6 +354,50 @@ def test_restarted_follower_never_reports_less_than_before() -> None:
     cluster.tick([2, 3], 6)
     assert cluster.applied(3) == [b"a", b"b", b"c"]
     assert cluster.applied(2) == [b"a", b"b", b"c"]
+
+
+def test_a_follower_learning_a_commit_does_not_sync_for_it() -> None:
+    """The hint costs no fsync of its own (a lone put paid two per follower): the reply and
+    the apply go out at once; only the accepted entries are synced before their reply."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    cluster.node(1).propose([b"x"])
+    cluster.member(1).driver.run()
+    accepts = [m for m in cluster.in_flight if isinstance(m, Accept) and m.entries]
+    cluster.in_flight.clear()
+    follower = cluster.member(accepts[0].dst)
+    follower.node.step(accepts[0])
+    follower.driver.run()
+    replies = list(cluster.in_flight)
+    cluster.in_flight.clear()
+    for reply in replies:
+        cluster.node(1).step(reply)
+    commits = [m for m in cluster.node(1).ready().messages if m.dst == follower.node.node_id]
+    assert commits and all(isinstance(m, Accept) and not m.entries for m in commits)
+    follower.node.step(commits[0])
+    ready = follower.node.ready()
+    slot = accepts[0].entries[0].slot
+    assert ready.hard_state is not None and ready.hard_state.commit_slot == slot
+    assert not ready.must_sync
+    assert [e.slot for e in ready.committed] == [slot]
+
+
+def test_leader_believes_a_follower_whose_match_went_down_and_resends() -> None:
+    """Should a follower ever come back knowing less (its unsynced commit hint lost), the
+    leader resends from what it reports instead of waiting for a match that never comes."""
+    cluster = Cluster(3)
+    cluster.elect(1)
+    for command in (b"a", b"b", b"c"):
+        cluster.propose(1, command)
+    leader = cluster.node(1)
+    last = leader.last_slot
+    assert last >= 3 and leader.peer_match(NodeId(2)) == last
+    lower = AcceptReply(NodeId(2), NodeId(1), leader.ballot, True, Slot(1), 0, leader.ballot)
+    leader.step(lower)
+    assert leader.peer_match(NodeId(2)) == 1
+    resent = [m for m in leader.ready().messages if m.dst == 2 and isinstance(m, Accept)]
+    assert resent and resent[0].entries and resent[0].entries[0].slot == 2
+    assert leader.commit_slot == last, "a lower match never takes back a commit"
 
 
 def test_followers_learn_the_commit_slot_without_waiting_for_a_heartbeat() -> None:

@@ -129,3 +129,41 @@ def test_waiters_registered_out_of_ticket_order_are_all_released(tmp_path: Path)
     first_future.result(timeout=WAIT_S)
     later_future.result(timeout=WAIT_S)
     wal.close()
+
+
+def test_a_lazy_append_costs_no_fsync_of_its_own_and_rides_with_the_next(tmp_path: Path) -> None:
+    """The commit hint a follower writes after learning a commit is lazy: it must not make
+    the disk sync once more (the next accept's save would queue behind that fsync)."""
+    fs = GatedFileSystem()
+    wal = open_wal(tmp_path, fs)
+    wal.durable_future(wal.append([(RECORD, b"before")])).result(timeout=WAIT_S)
+    syncs_before = fs.sync_calls
+    lazy = wal.append([(RECORD, b"lazy")], lazy=True)
+    synced = wal.durable_future(wal.append([(RECORD, b"synced")]))
+    synced.result(timeout=WAIT_S)
+    assert wal.durable_future(lazy).done(), "the later sync covered the lazy record"
+    assert fs.sync_calls == syncs_before + 1, "one fsync for the lazy and the synced record"
+    wal.close()
+    assert payloads(recover(fs, str(tmp_path))) == [b"before", b"lazy", b"synced"]
+
+
+def test_waiting_for_a_lazy_append_syncs_it(tmp_path: Path) -> None:
+    fs = GatedFileSystem()
+    wal = open_wal(tmp_path, fs)
+    ticket = wal.append([(RECORD, b"lazy")], lazy=True)
+    wal.wait_durable(ticket)
+    assert payloads(recover(fs, str(tmp_path))) == [b"lazy"]
+    wal.close()
+
+
+def test_lazy_appends_beyond_the_pending_bound_are_written_without_a_waiter(
+    tmp_path: Path,
+) -> None:
+    fs = GatedFileSystem()
+    recovery = recover(fs, str(tmp_path))
+    options = WalOptions(preallocate=False, pending_bytes_max=4096, record_bytes_max=1024)
+    wal = Wal(fs, str(tmp_path), recovery, lambda: b"", options, b"")
+    for n in range(64):  # far more than the bound: must neither block forever nor drop any
+        wal.append([(RECORD, b"%03d" % n + b"x" * 200)], lazy=True)
+    wal.close()
+    assert len(payloads(recover(fs, str(tmp_path)))) == 64
