@@ -55,11 +55,150 @@ class _Outgoing:
     host: str
     port: int
     pending: list[Any] = field(default_factory=list)
-    frames: deque[bytes] = field(default_factory=deque)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    frames: deque[bytes] = field(default_factory=deque)  # waiting for the link
+    link: _OutgoingLink | None = None
     task: asyncio.Task[None] | None = None
     connected: bool = False
     bytes_sent: int = 0
+
+    def write(self, frame: bytes) -> None:
+        """Send `frame` now if the link takes it, else queue it (the oldest queued go first
+        when the queue is full: the protocol above tolerates loss)."""
+        link = self.link
+        if link is not None and link.writable and not self.frames and link.send(frame):
+            self.bytes_sent += len(frame)
+            return
+        self.frames.append(frame)
+        while len(self.frames) > QUEUED_FRAMES_MAX:
+            self.frames.popleft()
+
+    def write_queued(self) -> None:
+        link = self.link
+        while self.frames and link is not None and link.writable:
+            if not link.send(self.frames[0]):
+                return
+            self.bytes_sent += len(self.frames.popleft())
+
+
+class _OutgoingLink(asyncio.Protocol):
+    """Our connection to one peer: written to directly from `PeerTransport._flush` (no task
+    wake-up per frame); reading is not expected (peers never answer on it)."""
+
+    def __init__(self, outgoing: _Outgoing) -> None:
+        self.outgoing = outgoing
+        self.transport: asyncio.Transport
+        self.writable = True
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+
+    def send(self, frame: bytes) -> bool:
+        """False when the connection is going away (the frame stays queued)."""
+        if self.transport.is_closing():
+            self.writable = False
+            return False
+        try:
+            self.transport.write(frame)
+        except RuntimeError:  # uvloop: the handle closed before connection_lost ran
+            self.writable = False
+            return False
+        return True
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self.outgoing.write_queued()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable = False
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class _IncomingLink(asyncio.Protocol):
+    """A connection from a peer: frames are cut from what arrives and handed up at once."""
+
+    def __init__(self, owner: PeerTransport) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.sender_id: int | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self.owner._incoming.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.owner._incoming.discard(self)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.buffer:
+            data = self.buffer + data
+        header_size = FRAME_HEADER.size
+        offset = 0
+        try:
+            while len(data) - offset >= header_size:
+                end = offset + header_size + frame_length(data[offset : offset + header_size])
+                if end > len(data):
+                    break
+                payload = data[offset + header_size : end]
+                offset = end
+                self.owner.bytes_received += header_size + len(payload)
+                self._on_payload(decode_payload(payload))
+                if self.closed:
+                    return
+        except WireError as error:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            log.warning("closing peer connection from %s: %s", peer, error)
+            self.close()
+            return
+        self.buffer = data[offset:]
+
+    def _on_payload(self, items: object) -> None:
+        if self.sender_id is None:
+            self.sender_id = self._on_hello(items)
+            return
+        if not isinstance(items, list):
+            raise WireError("a frame is an array of items")
+        self.owner.on_frame(self.sender_id, items)
+
+    def _on_hello(self, hello: object) -> int | None:
+        """The sender's id; None when the connection was a join query (answered, closed)."""
+        owner = self.owner
+        if isinstance(hello, list) and len(hello) == 2 and hello[0] == JOIN_MAGIC:
+            answer = owner.on_join_query(str(hello[1])) if owner.on_join_query else None
+            if self.transport is not None:
+                self.transport.write(encode_frame([answer]))
+            self.close()  # the transport sends what it holds before closing
+            return None
+        if not (isinstance(hello, list) and len(hello) in (3, 4) and hello[0] == MAGIC):
+            raise WireError(f"bad hello {hello!r:.80}")
+        cluster_id, sender_id = hello[1], hello[2]
+        advertised = hello[3] if len(hello) == 4 else None
+        if cluster_id != owner.cluster_id:
+            raise WireError(f"peer belongs to cluster {cluster_id}, not {owner.cluster_id}")
+        if not isinstance(sender_id, int) or sender_id == owner.node_id:
+            raise WireError(f"bad sender id {sender_id!r}")
+        if (
+            isinstance(advertised, list)
+            and len(advertised) == 2
+            and isinstance(advertised[0], str)
+            and isinstance(advertised[1], int)
+        ):
+            owner.advertised[sender_id] = (advertised[0], advertised[1])
+        return sender_id
 
 
 class PeerTransport:
@@ -67,6 +206,8 @@ class PeerTransport:
 
     Items are msgpack-encodable values (the runtime encodes core messages and its own
     forwarding messages); `on_frame(sender_id, items)` receives each arriving batch.
+    Connections are asyncio protocols, not streams: a frame costs no task wake-up on
+    either side.
     """
 
     def __init__(
@@ -87,7 +228,7 @@ class PeerTransport:
         }
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
-        self._incoming: set[asyncio.Task[None]] = set()
+        self._incoming: set[_IncomingLink] = set()
         self._closing = False
         self._started = False
         self.bytes_received = 0
@@ -97,7 +238,8 @@ class PeerTransport:
 
     async def start(self) -> None:
         host, port = self.listen
-        self._server = await asyncio.start_server(self._serve_connection, host, port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _IncomingLink(self), host, port)
         self._started = True
         for outgoing in self._outgoing.values():
             outgoing.task = asyncio.create_task(self._run_outgoing(outgoing))
@@ -139,12 +281,13 @@ class PeerTransport:
         if self._server is not None:
             self._server.close()
         tasks = [o.task for o in self._outgoing.values() if o.task is not None]
-        tasks.extend(self._incoming)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for link in list(self._incoming):
+            link.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -176,16 +319,16 @@ class PeerTransport:
                 outgoing.pending = []
                 continue
             outgoing.pending = []
-            outgoing.frames.append(frame)
-            while len(outgoing.frames) > QUEUED_FRAMES_MAX:
-                outgoing.frames.popleft()
-            outgoing.wakeup.set()
+            outgoing.write(frame)
 
     async def _run_outgoing(self, outgoing: _Outgoing) -> None:
+        loop = asyncio.get_running_loop()
         backoff_s = BACKOFF_S_MIN
         while not self._closing:
             try:
-                _, writer = await asyncio.open_connection(outgoing.host, outgoing.port)
+                _, link = await loop.create_connection(
+                    lambda: _OutgoingLink(outgoing), outgoing.host, outgoing.port
+                )
             except OSError:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, BACKOFF_S_MAX)
@@ -193,95 +336,19 @@ class PeerTransport:
             backoff_s = BACKOFF_S_MIN
             try:
                 advertised = list(self.advertise) if self.advertise is not None else None
-                writer.write(encode_frame([MAGIC, self.cluster_id, self.node_id, advertised]))
+                link.transport.write(
+                    encode_frame([MAGIC, self.cluster_id, self.node_id, advertised])
+                )
+                outgoing.link = link
                 outgoing.connected = True
-                await self._pump(outgoing, writer)
-            except Exception as error:
-                # Whatever the loop raises (uvloop reports a write to a transport its peer
-                # closed as RuntimeError), the link must come back: log and reconnect.
+                outgoing.write_queued()
+                error = await link.lost
                 log.info("connection to peer %s lost: %r", outgoing.peer_id, error)
                 await asyncio.sleep(backoff_s)
             finally:
                 outgoing.connected = False
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-
-    async def _pump(self, outgoing: _Outgoing, writer: asyncio.StreamWriter) -> None:
-        while not self._closing:
-            if not outgoing.frames:
-                outgoing.wakeup.clear()
-                await outgoing.wakeup.wait()
-                continue
-            frames = list(outgoing.frames)
-            outgoing.frames.clear()
-            for frame in frames:
-                writer.write(frame)
-                outgoing.bytes_sent += len(frame)
-            await writer.drain()
-
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._incoming.add(task)
-        peer = writer.get_extra_info("peername")
-        try:
-            sender_id = await self._read_hello(reader, writer)
-            if sender_id is None:
-                return
-            while not self._closing:
-                items = await self._read_frame(reader)
-                if not isinstance(items, list):
-                    raise WireError("a frame is an array of items")
-                self.on_frame(sender_id, items)
-        except asyncio.IncompleteReadError:
-            pass
-        except WireError as error:
-            log.warning("closing peer connection from %s: %s", peer, error)
-        except (OSError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
-            # stop() cancels readers: end quietly (asyncio's stream callback would log a
-            # cancelled connection handler as an error)
-            pass
-        finally:
-            self._incoming.discard(task)
-            writer.close()
-
-    async def _read_hello(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> int | None:
-        """The sender's id; None when the connection was a join query (answered)."""
-        hello = await self._read_frame(reader)
-        if isinstance(hello, list) and len(hello) == 2 and hello[0] == JOIN_MAGIC:
-            answer = self.on_join_query(str(hello[1])) if self.on_join_query else None
-            writer.write(encode_frame([answer]))
-            await writer.drain()
-            return None
-        if not (isinstance(hello, list) and len(hello) in (3, 4) and hello[0] == MAGIC):
-            raise WireError(f"bad hello {hello!r:.80}")
-        cluster_id, sender_id = hello[1], hello[2]
-        advertised = hello[3] if len(hello) == 4 else None
-        if cluster_id != self.cluster_id:
-            raise WireError(f"peer belongs to cluster {cluster_id}, not {self.cluster_id}")
-        if not isinstance(sender_id, int) or sender_id == self.node_id:
-            raise WireError(f"bad sender id {sender_id!r}")
-        if (
-            isinstance(advertised, list)
-            and len(advertised) == 2
-            and isinstance(advertised[0], str)
-            and isinstance(advertised[1], int)
-        ):
-            self.advertised[sender_id] = (advertised[0], advertised[1])
-        return sender_id
-
-    async def _read_frame(self, reader: asyncio.StreamReader) -> object:
-        header = await reader.readexactly(FRAME_HEADER.size)
-        payload = await reader.readexactly(frame_length(header))
-        self.bytes_received += len(header) + len(payload)
-        return decode_payload(payload)
+                outgoing.link = None
+                link.transport.close()
 
 
 async def query_cluster(host: str, port: int, peer_url: str) -> object:
