@@ -67,6 +67,11 @@ class ServerConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     client_urls_of: tuple[tuple[str, tuple[str, ...]], ...] = ()
     native_port: int | None = None
+    # Where the log is fsynced: "loop" (on the event loop, after the Ready's messages left:
+    # no thread hand-off and no GIL ping-pong per round, as etcd's raft loop saves) or
+    # "thread" (a committer thread; the loop keeps running during the fsync, which suits a
+    # disk whose fsync takes milliseconds).
+    wal_fsync: str = "loop"
     # Set when this member joined a running cluster (--initial-cluster-state existing):
     # the ids the cluster assigned and the member table it had then (encoded).
     joined: JoinedCluster | None = None

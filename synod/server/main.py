@@ -116,6 +116,12 @@ FLAGS = (
     Flag("heartbeat-interval", "100", "time of one heartbeat (a core tick), in ms"),
     Flag("election-timeout", "1000", "election timeout in ms"),
     Flag("snapshot-count", "10000", "applied slots between snapshots"),
+    Flag(
+        "wal-fsync",
+        "loop",
+        "Synod only: 'loop' fsyncs the log on the event loop (lowest cost per round), "
+        "'thread' on a committer thread (for a disk whose fsync takes milliseconds)",
+    ),
     Flag("log-level", "info", "debug, info, warning or error"),
 )
 
@@ -210,7 +216,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         core=core,
         client_urls_of=_client_urls_of(args.initial_cluster_client_urls),
         native_port=native_port,
+        wal_fsync=_choice_flag(args.wal_fsync, "wal-fsync", ("loop", "thread")),
     )
+
+
+def _choice_flag(value: str, flag: str, choices: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"--{flag} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _native_port(text: str, first_client: Url) -> int | None:

@@ -65,7 +65,9 @@ from synod.server.snapshot_transfer import (
     SnapshotReceiver,
     SnapshotSender,
 )
+from synod.storage.errors import StorageError
 from synod.storage.storage import DurableStorage
+from synod.storage.wal import Ticket, WalOptions
 from synod.transport.codec import WireError, decode_messages, encode_messages
 from synod.transport.peer import PeerTransport
 
@@ -335,7 +337,11 @@ class Member:
     async def start(self) -> None:
         table = self.bootstrap_table()
         bootstrap = SnapshotMeta(Slot(0), self._bootstrap_membership(table))
-        self.storage = DurableStorage.open(self.config.data_dir, bootstrap=bootstrap)
+        self.storage = DurableStorage.open(
+            self.config.data_dir,
+            bootstrap=bootstrap,
+            options=WalOptions(sync_thread=self.config.wal_fsync == "thread"),
+        )
         restore, snapshot_data = self.storage.load()
         self.node = Node(
             NodeId(self.member_id), self.config.core, random.Random(self.member_id), restore
@@ -456,10 +462,26 @@ class Member:
                 )
                 if ready.must_sync:
                     persisting.started = time.perf_counter()
-                    persisting.future = self.storage.wal.durable_future(ticket)
-                    persisting.future.add_done_callback(self._on_durable)
+                    if self.storage.wal.commit_thread:
+                        persisting.future = self.storage.wal.durable_future(ticket)
+                        persisting.future.add_done_callback(self._on_durable)
+                    else:
+                        self.transport.flush()  # this Ready's messages leave before we block
+                        persisting.future = self._sync_on_loop(ticket)
             self._persisting.append(persisting)
         self._schedule_process()  # more output than one round allows: continue next turn
+
+    def _sync_on_loop(self, ticket: Ticket) -> concurrent.futures.Future[None]:
+        """Make `ticket` durable now, on the loop (--wal-fsync loop); a done future, so
+        completion goes the same way as with the committer thread."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            self.storage.wait_durable(ticket)
+        except StorageError as failure:
+            done.set_exception(failure)
+        else:
+            done.set_result(None)
+        return done
 
     def _on_durable(self, _: concurrent.futures.Future[None]) -> None:
         """Called on the WAL's thread."""

@@ -474,6 +474,12 @@ class Wal:
                 self._want(ticket.number)
         return future
 
+    @property
+    def commit_thread(self) -> bool:
+        """True when a thread writes and syncs (`durable_future`); else the caller does, in
+        `wait_durable`."""
+        return self._thread is not None
+
     def _want(self, number: int) -> None:
         """Records up to `number` must become durable: wake the committer if it sleeps."""
         if number > self._wanted:

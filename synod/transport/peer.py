@@ -305,9 +305,11 @@ class PeerTransport:
         outgoing.pending.extend(items)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is queued now (it would leave at the end of this iteration anyway):
+        before the runtime blocks on the disk."""
         self._flush_scheduled = False
         for outgoing in self._outgoing.values():
             if not outgoing.pending:
