@@ -129,8 +129,11 @@ def wait_holds(endpoint: str, expected: dict[bytes, bytes]) -> None:
     raise AssertionError(f"{endpoint} lacks {len(missing)} acknowledged writes: {missing[:5]}")
 
 
-def test_acknowledged_writes_survive_twenty_sigkills(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, size=3, token="kill9", extra_flags=SNAPSHOT_FLAGS)
+@pytest.mark.parametrize("wal_fsync", ["loop", "thread"])
+def test_acknowledged_writes_survive_twenty_sigkills(tmp_path: Path, wal_fsync: str) -> None:
+    """Both places the log can be fsynced (--wal-fsync) keep every acknowledged write."""
+    flags = (*SNAPSHOT_FLAGS, "--wal-fsync", wal_fsync)
+    cluster = Cluster(tmp_path, size=3, token="kill9", extra_flags=flags)
     rng = random.Random(9)
     writers = Writers(cluster.endpoints, count=2)
     started = time.monotonic()
