@@ -5,17 +5,22 @@ decoded, checked and built it one key at a time: about 7 µs of CPU per key, 7 s
 million keys of issue 8 ("restart of a member holding 1,000,000 keys: serving again in under
 10 s"). Format 2 holds the same facts in columns, so msgpack decodes whole lists in C and the
 checks and the objects are made by builtins running over columns (`map`, `min`, `set`), not
-by a Python loop per record:
+by a Python loop per record.
 
-- an index chunk holds up to CHUNK_KEYS keys, ascending across chunks:
-  `[keys, counts, revisions, create_revisions, versions, values, leases]`, where the
-  `counts[i]` records of `keys[i]` come next in the flat record columns, oldest first; a
-  tombstone has value nil and 0 as create_revision, version and lease;
-- a change chunk holds up to CHUNK_CHANGES revisions, ascending across chunks:
-  `[revisions, counts, keys]`, where the keys written at `revisions[i]` are the next
-  `counts[i]` of `keys`, in write order.
+An index chunk holds up to CHUNK_KEYS keys, ascending across chunks:
+`[keys, counts, revisions, positions, create_revisions, versions, values, leases]`. The
+`counts[i]` records of `keys[i]` come next in the flat record columns, oldest first; a
+tombstone has value nil and 0 as create_revision, version and lease.
 
-The chunk sizes are constants of the format, not of the stream that writes them, so equal
+The store's change list (which keys each revision wrote, in write order) is not written out:
+it is exactly the records at or above the compact revision, grouped by revision (every
+write of a key appends one record to its history and names the key in that revision's
+change; a compaction drops both below the compact revision). Only the write order within
+a revision that wrote several keys is not in the histories: `positions` holds, per record,
+its key's place in its revision's change (0 for the first key, and for every record below
+the compact revision).
+
+The chunk size is a constant of the format, not of the stream that writes it, so equal
 stores give equal bytes however the writing was sliced. A reader refuses (MalformedCommand)
 any chunk that breaks these rules rather than building a store that breaks its invariants.
 """
@@ -25,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections import deque
+from collections.abc import Mapping
 from itertools import accumulate, chain, compress, islice, repeat
-from operator import attrgetter, contains, le, lt
+from operator import le, lt
 from typing import Any
 
 import msgpack
@@ -36,16 +42,14 @@ from synod.kv.keyspace import History
 from synod.kv.messages import INT64_MAX, INT64_MIN, KeyValue
 
 CHUNK_KEYS = 1024
-CHUNK_CHANGES = 1024
-INDEX_COLUMNS = 7
-CHANGE_COLUMNS = 3
+INDEX_COLUMNS = 8
 
 _FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")
 assert tuple(field.name for field in dataclasses.fields(KeyValue)) == _FIELDS
 _SLOTS = tuple(vars(KeyValue)[name] for name in _FIELDS)
 assert all(isinstance(slot, types.MemberDescriptorType) for slot in _SLOTS)
 _SETTERS = tuple(slot.__set__ for slot in _SLOTS)
-_REVISIONS_OF = attrgetter("revisions")
+_HISTORY_SETTERS = (vars(History)["revisions"].__set__, vars(History)["records"].__set__)
 
 
 def key_values(columns: tuple[list[Any], ...]) -> list[KeyValue]:
@@ -55,8 +59,18 @@ def key_values(columns: tuple[list[Any], ...]) -> list[KeyValue]:
     KeyValue, most of a restore. Setting the slots through their descriptors from `map`
     makes the same objects (equal, hashable, immutable afterwards) in 0.4 µs."""
     assert len(columns) == len(_FIELDS)
-    objects: list[KeyValue] = list(map(object.__new__, repeat(KeyValue, len(columns[0]))))
-    for setter, column in zip(_SETTERS, columns, strict=True):
+    made: list[KeyValue] = _made(KeyValue, _SETTERS, columns)
+    return made
+
+
+def _histories(revisions: list[list[int]], records: list[list[KeyValue | None]]) -> list[History]:
+    made: list[History] = _made(History, _HISTORY_SETTERS, (revisions, records))
+    return made
+
+
+def _made(cls: type, setters: tuple[Any, ...], columns: tuple[list[Any], ...]) -> list[Any]:
+    objects: list[Any] = list(map(object.__new__, repeat(cls, len(columns[0]))))
+    for setter, column in zip(setters, columns, strict=True):
         assert len(column) == len(objects)
         deque(map(setter, objects, column), maxlen=0)
     return objects
@@ -69,14 +83,29 @@ class IndexColumns:
     """Keys with their records, gathered as columns until they fill a chunk (writer side).
 
     Values are copied out of the History when a key is added, so a key changed later (its
-    History appended to) does not change what was gathered."""
+    History appended to) does not change what was gathered. `changes` and `compact` are the
+    store's change list and compact revision, for the positions."""
 
-    __slots__ = ("counts", "creates", "keys", "leases", "revisions", "values", "versions")
+    __slots__ = (
+        "changes",
+        "compact",
+        "counts",
+        "creates",
+        "keys",
+        "leases",
+        "positions",
+        "revisions",
+        "values",
+        "versions",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, changes: Mapping[int, tuple[bytes, ...]], compact: int) -> None:
+        self.changes = changes
+        self.compact = compact
         self.keys: list[bytes] = []
         self.counts: list[int] = []
         self.revisions: list[int] = []
+        self.positions: list[int] = []
         self.creates: list[int] = []
         self.versions: list[int] = []
         self.values: list[bytes | None] = []
@@ -91,6 +120,9 @@ class IndexColumns:
         self.keys.append(key)
         self.counts.append(len(history.revisions))
         self.revisions.extend(history.revisions)
+        for at in history.revisions:
+            written = self.changes[at] if at >= self.compact else (key,)
+            self.positions.append(0 if written[0] == key else written.index(key))
         for record in history.records:
             if record is None:
                 self.creates.append(0)
@@ -113,6 +145,7 @@ class IndexColumns:
             (self.keys, keys_taken),
             (self.counts, keys_taken),
             (self.revisions, records),
+            (self.positions, records),
             (self.creates, records),
             (self.versions, records),
             (self.values, records),
@@ -121,14 +154,6 @@ class IndexColumns:
             taken.append(column[:count])
             del column[:count]
         packer.pack(taken)
-
-
-def pack_change_chunk(packer: msgpack.Packer, revisions: list[int], keys: list[Any]) -> None:
-    """One change chunk: `keys[i]` is the tuple of keys written at `revisions[i]`."""
-    assert 0 < len(revisions) <= CHUNK_CHANGES
-    assert len(revisions) == len(keys)
-    counts = [len(written) for written in keys]
-    packer.pack([revisions, counts, list(chain.from_iterable(keys))])
 
 
 def chunks_for(items: int, chunk_items: int) -> int:
@@ -140,20 +165,26 @@ def chunks_for(items: int, chunk_items: int) -> int:
 
 @dataclasses.dataclass(slots=True)
 class RestoredIndex:
-    """The index as read so far: every key with its History, and the live keys."""
+    """The index as read so far: every key with its History, the live keys, the changes."""
 
+    compact: int
     keys: list[bytes] = dataclasses.field(default_factory=list)
     histories: list[History] = dataclasses.field(default_factory=list)
     live_keys: list[bytes] = dataclasses.field(default_factory=list)
     live: list[KeyValue] = dataclasses.field(default_factory=list)
     leased: list[KeyValue] = dataclasses.field(default_factory=list)
+    # The first key of each change at or above `compact`, as a 1-tuple, by revision...
+    change_revisions: list[int] = dataclasses.field(default_factory=list)
+    change_firsts: list[tuple[bytes]] = dataclasses.field(default_factory=list)
+    # ... and the others: revision -> [(position, key), ...].
+    change_others: dict[int, list[tuple[int, bytes]]] = dataclasses.field(default_factory=dict)
 
 
 def read_index_chunk(chunk: Any, revision: int, into: RestoredIndex) -> None:
     """Check one index chunk against the format's rules and add its keys to `into`."""
     _need(type(chunk) is list and len(chunk) == INDEX_COLUMNS, "index chunk")
     _need(all(type(column) is list for column in chunk), "index chunk columns")
-    keys, counts, revisions, creates, versions, values, leases = chunk
+    keys, counts, revisions, positions, creates, versions, values, leases = chunk
     key_count, record_count = len(keys), len(revisions)
     _need(0 < key_count <= CHUNK_KEYS and len(counts) == key_count, "index chunk size")
     _need(_all(keys, bytes), "snapshot keys")
@@ -161,11 +192,12 @@ def read_index_chunk(chunk: Any, revision: int, into: RestoredIndex) -> None:
     _need(previous < keys[0] and all(map(lt, keys, islice(keys, 1, None))), "keys sorted")
     _need(_all(counts, int) and min(counts) >= 1, "record counts")
     _need(sum(counts) == record_count, "record counts")
-    for column in (creates, versions, values, leases):
+    for column in (positions, creates, versions, values, leases):
         _need(len(column) == record_count, "record columns")
-    for column in (revisions, creates, versions, leases):
+    for column in (revisions, positions, creates, versions, leases):
         _need(_all(column, int), "record fields")
     _need(min(revisions) >= 1 and max(revisions) <= revision, "record revision")
+    _need(min(positions) >= 0, "record position")
     _need(min(leases) >= INT64_MIN and max(leases) <= INT64_MAX, "record lease")
     _need(max(versions) <= INT64_MAX, "record version")
     # One int object for a create_revision equal to its mod_revision: less memory per key.
@@ -174,7 +206,7 @@ def read_index_chunk(chunk: Any, revision: int, into: RestoredIndex) -> None:
     record_keys = keys if key_count == record_count else _repeated(keys, counts)
     records = _records(record_keys, (creates, revisions, versions, values, leases))
     if key_count == record_count:
-        into.histories.extend(map(History, [[at] for at in revisions], [[r] for r in records]))
+        into.histories.extend(_histories([[at] for at in revisions], [[r] for r in records]))
         last, last_values = records, values
     else:
         ends = list(accumulate(counts))
@@ -196,35 +228,50 @@ def read_index_chunk(chunk: Any, revision: int, into: RestoredIndex) -> None:
         into.live.extend(last)  # type: ignore[arg-type]  # no tombstone, just checked
     if any(leases):
         into.leased.extend(r for r in last if r is not None and r.lease != 0)
+    _read_changes(record_keys, revisions, positions, into)
 
 
-def read_change_chunk(
-    chunk: Any, after: int, top: int, index: dict[bytes, History]
-) -> tuple[list[int], list[tuple[bytes, ...]]]:
-    """One change chunk, checked: revisions ascending in (after, top], each key's history
-    has a record at its revision. Returns (revisions, the keys written at each)."""
-    _need(type(chunk) is list and len(chunk) == CHANGE_COLUMNS, "change chunk")
-    _need(all(type(column) is list for column in chunk), "change chunk columns")
-    revisions, counts, keys = chunk
-    count = len(revisions)
-    _need(0 < count <= CHUNK_CHANGES and len(counts) == count, "change chunk size")
-    _need(_all(revisions, int) and _all(counts, int) and _all(keys, bytes), "change fields")
-    _need(after < revisions[0] and revisions[-1] <= top, "change revision")
-    _need(all(map(lt, revisions, islice(revisions, 1, None))), "change revisions ascending")
-    _need(min(counts) >= 1 and sum(counts) == len(keys), "change counts")
-    if count == len(keys):
-        written: list[tuple[bytes, ...]] = list(zip(keys))
-        key_revisions = revisions
-    else:
-        ends = list(accumulate(counts))
-        written = [tuple(keys[end - n : end]) for n, end in zip(counts, ends, strict=True)]
-        key_revisions = _repeated(revisions, counts)
-    try:
-        histories = list(map(index.__getitem__, keys))
-    except KeyError:
-        raise MalformedCommand("invalid snapshot: change names a missing key") from None
-    _need(all(map(contains, map(_REVISIONS_OF, histories), key_revisions)), "change key")
-    return revisions, written
+def _read_changes(
+    keys: list[bytes], revisions: list[int], positions: list[int], into: RestoredIndex
+) -> None:
+    """The chunk's records at or above the compact revision, as (parts of) changes."""
+    if min(revisions) < into.compact:
+        kept = [at >= into.compact for at in revisions]
+        _need(not any(compress(positions, [not flag for flag in kept])), "record position")
+        keys = list(compress(keys, kept))
+        revisions = list(compress(revisions, kept))
+        positions = list(compress(positions, kept))
+    if not any(positions):
+        into.change_revisions.extend(revisions)
+        into.change_firsts.extend(zip(keys))
+        return
+    for key, at, position in zip(keys, revisions, positions, strict=True):
+        if position == 0:
+            into.change_revisions.append(at)
+            into.change_firsts.append((key,))
+        else:
+            into.change_others.setdefault(at, []).append((position, key))
+
+
+def restored_changes(into: RestoredIndex) -> tuple[list[int], list[tuple[bytes, ...]]]:
+    """(revisions, the keys written at each in write order), in no particular order; the
+    caller checks that no revision appears twice."""
+    revisions, written = into.change_revisions, into.change_firsts
+    others = into.change_others
+    if not others:
+        return revisions, list(written)
+    changes: list[tuple[bytes, ...]] = list(written)
+    found = 0
+    for index, at in enumerate(revisions):
+        rest = others.get(at)
+        if rest is None:
+            continue
+        rest.sort()
+        _need([position for position, _ in rest] == list(range(1, len(rest) + 1)), "positions")
+        changes[index] = (written[index][0], *(key for _, key in rest))
+        found += 1
+    _need(found == len(others), "a change without its first key")
+    return revisions, changes
 
 
 def _records(keys: list[bytes], columns: tuple[list[Any], ...]) -> list[KeyValue | None]:

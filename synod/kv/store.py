@@ -78,14 +78,12 @@ from synod.kv.messages import (
     WriteResponse,
 )
 from synod.kv.snapshot_columns import (
-    CHUNK_CHANGES,
     CHUNK_KEYS,
     IndexColumns,
     RestoredIndex,
     chunks_for,
-    pack_change_chunk,
-    read_change_chunk,
     read_index_chunk,
+    restored_changes,
 )
 from synod.kv.txn import check_delete, check_put, check_range, check_txn, compare_holds
 
@@ -93,6 +91,8 @@ LEASE_TTL_S_MIN_DEFAULT = 2  # etcd's with its default 100 ms heartbeat, 1 s ele
 LEASES_DUE_MAX = 1000
 SNAPSHOT_FORMAT = 2  # column chunks (synod.kv.snapshot_columns)
 SNAPSHOT_FORMAT_ROWS = 1  # one object per key; still read
+SNAPSHOT_FIELDS = 7
+SNAPSHOT_FIELDS_ROWS = 8
 SNAPSHOT_SLICE_KEYS = 250
 SNAPSHOT_STREAMS_MAX = 4
 
@@ -522,8 +522,8 @@ class KVStore:
         """The whole store as canonical msgpack: equal stores give equal bytes.
 
         `[FORMAT, revision, compact_revision, lease_ttl_s_min, lease_id_counter, index
-        chunks, change chunks, leases]`, leases `[[id, ttl_s, deadline_ms], ...]` by id; the
-        chunks are format 2's columns (see synod.kv.snapshot_columns).
+        chunks, leases]`, leases `[[id, ttl_s, deadline_ms], ...]` by id; the chunks are
+        format 2's columns, which also give the change list (see synod.kv.snapshot_columns).
         """
         return b"".join(self._open_snapshot(_Freeze(), SNAPSHOT_SLICE_KEYS))
 
@@ -548,7 +548,7 @@ class KVStore:
     def _open_snapshot(self, freeze: _Freeze, slice_keys: int) -> Iterator[bytes]:
         """The header and what the pieces need, taken now; the pieces follow when asked."""
         header = msgpack.Packer(use_bin_type=True, autoreset=False)
-        header.pack_array_header(8)
+        header.pack_array_header(SNAPSHOT_FIELDS)
         for value in (
             SNAPSHOT_FORMAT,
             self._revision,
@@ -563,18 +563,16 @@ class KVStore:
             lease = self.leases.get(lease_id)
             assert lease is not None
             leases.append([lease.id, lease.ttl_s, lease.deadline_ms])
-        counts = (len(self._index), len(self._changes), slice_keys)
-        return self._snapshot_pieces(freeze, header.bytes(), counts, self._revision, leases)
+        return self._snapshot_pieces(freeze, header.bytes(), len(self._index), slice_keys, leases)
 
     def _snapshot_pieces(
         self,
         freeze: _Freeze,
         header: bytes,
-        counts: tuple[int, int, int],
-        revision: int,
+        key_count: int,
+        slice_keys: int,
         leases: list[list[int]],
     ) -> Iterator[bytes]:
-        key_count, change_count, slice_keys = counts
         try:
             yield header
             written = 0
@@ -582,7 +580,6 @@ class KVStore:
                 written += count
                 yield piece
             assert written == key_count, "every key of the frozen view is written once"
-            yield from self._change_slices(freeze, change_count, slice_keys, revision)
             yield msgpack.packb(leases, use_bin_type=True)
         finally:
             if freeze in self._freezes:
@@ -594,7 +591,7 @@ class KVStore:
         Each slice reads `slice_keys` keys of the index and packs the chunks they fill; the
         keys of a chunk not yet full wait in `gathered`, copied out of their histories."""
         packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-        gathered = IndexColumns()
+        gathered = IndexColumns(self._changes, self._compact_revision)
         while True:
             freeze.check()
             if freeze.position is None:
@@ -619,32 +616,6 @@ class KVStore:
             packer.reset()
             if not keys:
                 return
-
-    def _change_slices(
-        self, freeze: _Freeze, change_count: int, slice_keys: int, revision: int
-    ) -> Iterator[bytes]:
-        """The change chunks of revisions up to `revision`, `slice_keys` revisions a piece."""
-        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-        packer.pack_array_header(chunks_for(change_count, CHUNK_CHANGES))
-        revisions: list[int] = []
-        after: int | None = None
-        while True:
-            freeze.check()
-            span = self._changes.irange(minimum=after, maximum=revision, inclusive=(False, True))
-            fresh = list(islice(span, slice_keys))
-            revisions.extend(fresh)
-            done = not fresh
-            if fresh:
-                after = fresh[-1]
-            while len(revisions) >= CHUNK_CHANGES or (revisions and done):
-                chunk, revisions = revisions[:CHUNK_CHANGES], revisions[CHUNK_CHANGES:]
-                pack_change_chunk(packer, chunk, [self._changes[at] for at in chunk])
-                change_count -= len(chunk)
-            yield packer.bytes()
-            packer.reset()
-            if done:
-                break
-        assert change_count == 0, "every change of the frozen view is written once"
 
     @classmethod
     def restore(cls, data: bytes | memoryview) -> KVStore:
@@ -676,10 +647,14 @@ class KVStore:
 
     @classmethod
     def _restore_from(cls, unpacker: msgpack.Unpacker) -> KVStore:
-        _need(unpacker.read_array_header() == 8, "snapshot shape")
+        fields = unpacker.read_array_header()
         snapshot_format = unpacker.unpack()
         _need(type(snapshot_format) is int, "snapshot format")
         _need(snapshot_format in (SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_ROWS), "snapshot format")
+        _need(
+            fields == (SNAPSHOT_FIELDS if snapshot_format == SNAPSHOT_FORMAT else 8),
+            "snapshot shape",
+        )
         revision, compact, ttl_s_min, id_counter = (_nat(unpacker.unpack()) for _ in range(4))
         _need(revision >= 1 and compact <= revision and ttl_s_min >= 1, "snapshot revisions")
         store = cls(lease_ttl_s_min=ttl_s_min)
@@ -687,7 +662,6 @@ class KVStore:
         store.leases.id_counter = id_counter
         if snapshot_format == SNAPSHOT_FORMAT:
             leased = store._restore_index_chunks(unpacker)
-            store._restore_change_chunks(unpacker)
         else:
             leased = store._restore_index(unpacker)
             store._restore_changes(unpacker)
@@ -713,26 +687,17 @@ class KVStore:
         return store
 
     def _restore_index_chunks(self, unpacker: msgpack.Unpacker) -> list[tuple[bytes, int]]:
-        """Read format 2's index; returns the (key, lease) of live keys that have a lease."""
-        restored = RestoredIndex()
+        """Read format 2's index, which gives the changes too; returns the (key, lease) of
+        live keys that have a lease."""
+        restored = RestoredIndex(self._compact_revision)
         for _ in range(unpacker.read_array_header()):
             read_index_chunk(unpacker.unpack(), self._revision, restored)
         self._index = SortedDict(zip(restored.keys, restored.histories, strict=True))
         self._live = SortedDict(zip(restored.live_keys, restored.live, strict=True))
-        return [(kv.key, kv.lease) for kv in restored.leased]
-
-    def _restore_change_chunks(self, unpacker: msgpack.Unpacker) -> None:
-        """Read format 2's changes: revisions ascending in [compact_revision, revision]."""
-        revisions: list[int] = []
-        changes: list[tuple[bytes, ...]] = []
-        after = self._compact_revision - 1
-        for _ in range(unpacker.read_array_header()):
-            chunk = unpacker.unpack()
-            at, written = read_change_chunk(chunk, after, self._revision, self._index)
-            revisions.extend(at)
-            changes.extend(written)
-            after = at[-1]
+        revisions, changes = restored_changes(restored)
         self._changes = SortedDict(zip(revisions, changes, strict=True))
+        _need(len(self._changes) == len(revisions), "two changes at one revision")
+        return [(kv.key, kv.lease) for kv in restored.leased]
 
     def _restore_index(self, unpacker: msgpack.Unpacker) -> list[tuple[bytes, int]]:
         """Read format 1's index; returns the (key, lease) of live keys that have a lease."""

@@ -98,8 +98,7 @@ def test_format_2_round_trips_across_many_chunks_whatever_the_stream_slices() ->
     store.txn(TxnRequest(success=tuple(PutRequest(b"t%03d" % n, b"x") for n in range(100))))
     store.delete(b"k00000", b"k00300")
     data = store.kv.snapshot()
-    index_chunks, change_chunks = msgpack.unpackb(data)[5:7]
-    assert len(index_chunks) == 3 and len(change_chunks) == 3
+    assert len(msgpack.unpackb(data)[5]) == 3, "three index chunks"
     for slice_keys in (1, 7, CHUNK_KEYS, 5000):
         assert b"".join(store.kv.snapshot_stream(slice_keys=slice_keys)) == data
     _same_store(KVStore.restore(data), store.kv)
@@ -130,9 +129,19 @@ def _set(column: int, position: int, value: Any) -> Callable[[Layout], None]:
     return mutate
 
 
-def _set_change(column: int, position: int, value: Any) -> Callable[[Layout], None]:
+KEYS, COUNTS, REVISIONS, POSITIONS, CREATES, VERSIONS, VALUES, LEASES = range(8)
+
+
+def _record_of(layout: Layout, key: bytes, which: int) -> int:
+    """Where in the record columns the `which`th record of `key` is (-1: its last)."""
+    keys, counts = _index_column(layout, KEYS), _index_column(layout, COUNTS)
+    at = keys.index(key)
+    return sum(counts[:at]) + (which if which >= 0 else counts[at] + which)
+
+
+def _set_record(key: bytes, which: int, column: int, value: Any) -> Callable[[Layout], None]:
     def mutate(layout: Layout) -> None:
-        layout[6][0][column][position] = value
+        _index_column(layout, column)[_record_of(layout, key, which)] = value
 
     return mutate
 
@@ -143,22 +152,22 @@ def _swap_first_keys(layout: Layout) -> None:
 
 
 def _tombstone_with_a_version(layout: Layout) -> None:
-    values = _index_column(layout, 5)
-    _index_column(layout, 4)[values.index(None)] = 3
+    values = _index_column(layout, VALUES)
+    _index_column(layout, VERSIONS)[values.index(None)] = 3
 
 
 def _records_out_of_order(layout: Layout) -> None:
-    counts = _index_column(layout, 1)
-    revisions = _index_column(layout, 2)
+    counts = _index_column(layout, COUNTS)
+    revisions = _index_column(layout, REVISIONS)
     start = sum(counts[: next(i for i, n in enumerate(counts) if n > 1)])
     revisions[start], revisions[start + 1] = revisions[start + 1], revisions[start]
 
 
 def _live_key_on_a_missing_lease(layout: Layout) -> None:
-    counts = _index_column(layout, 1)
+    counts = _index_column(layout, COUNTS)
     last_record = sum(counts) - 1
-    assert _index_column(layout, 5)[last_record] is not None, "the last key is live"
-    _index_column(layout, 6)[last_record] = 99
+    assert _index_column(layout, VALUES)[last_record] is not None, "the last key is live"
+    _index_column(layout, LEASES)[last_record] = 99
 
 
 def _drop_a_column(layout: Layout) -> None:
@@ -175,27 +184,27 @@ def _chunk_too_large(layout: Layout) -> None:
     "mutate",
     [
         pytest.param(_swap_first_keys, id="keys-unsorted"),
-        pytest.param(_set(0, 0, b""), id="empty-key"),
-        pytest.param(_set(0, 0, "k000"), id="key-not-bytes"),
-        pytest.param(_set(1, 0, 0), id="key-without-records"),
-        pytest.param(_set(1, 0, 5), id="counts-disagree-with-records"),
-        pytest.param(_set(2, 0, 10**6), id="record-above-revision"),
-        pytest.param(_set(2, 0, 0), id="record-at-revision-0"),
-        pytest.param(_set(2, 0, True), id="bool-for-int"),
+        pytest.param(_set(KEYS, 0, b""), id="empty-key"),
+        pytest.param(_set(KEYS, 0, "k000"), id="key-not-bytes"),
+        pytest.param(_set(COUNTS, 0, 0), id="key-without-records"),
+        pytest.param(_set(COUNTS, 0, 5), id="counts-disagree-with-records"),
+        pytest.param(_set(REVISIONS, 0, 10**6), id="record-above-revision"),
+        pytest.param(_set(REVISIONS, 0, 0), id="record-at-revision-0"),
+        pytest.param(_set(REVISIONS, 0, True), id="bool-for-int"),
         pytest.param(_records_out_of_order, id="records-out-of-order"),
-        pytest.param(_set(3, 0, 10**6), id="created-after-modified"),
-        pytest.param(_set(4, 0, 0), id="live-record-version-0"),
-        pytest.param(_set(5, 0, 7), id="value-not-bytes"),
+        pytest.param(_set(CREATES, 0, 10**6), id="created-after-modified"),
+        pytest.param(_set(VERSIONS, 0, 0), id="live-record-version-0"),
+        pytest.param(_set(VALUES, 0, 7), id="value-not-bytes"),
         pytest.param(_tombstone_with_a_version, id="tombstone-with-fields"),
         pytest.param(_live_key_on_a_missing_lease, id="lease-not-in-the-snapshot"),
-        pytest.param(_set(6, 0, 2**63), id="lease-out-of-int64"),
+        pytest.param(_set(LEASES, 0, 2**63), id="lease-out-of-int64"),
         pytest.param(_drop_a_column, id="index-chunk-shape"),
         pytest.param(_chunk_too_large, id="index-chunk-too-large"),
-        pytest.param(_set_change(2, 0, b"nope"), id="change-names-missing-key"),
-        pytest.param(_set_change(2, 0, b"k039"), id="change-key-not-written-then"),
-        pytest.param(_set_change(0, 1, 1), id="change-revisions-descending"),
-        pytest.param(_set_change(0, -1, 10**6), id="change-above-revision"),
-        pytest.param(_set_change(1, 0, 0), id="change-without-keys"),
+        pytest.param(_set(POSITIONS, 0, -1), id="negative-position"),
+        pytest.param(_set_record(b"k000", 0, POSITIONS, 1), id="position-below-compact"),
+        pytest.param(_set_record(b"k020", -1, POSITIONS, 1), id="change-without-first-key"),
+        pytest.param(_set_record(b"k001", -1, POSITIONS, 0), id="two-firsts-at-a-revision"),
+        pytest.param(_set_record(b"k001", -1, POSITIONS, 2), id="position-gap"),
     ],
 )
 def test_restore_refuses_a_format_2_snapshot_that_breaks_the_rules(
