@@ -10,9 +10,12 @@ Each is then started in a fresh process (`--measure DIR`), which reports the sec
 the storage is open, until the state machine is restored, and until the member is serving
 (leader, everything committed applied, a linearizable read barrier passed) in wall-clock
 and in CPU time of the process (the figure to trust on a busy machine), plus its resident
-memory then and at its peak. Not part of the test suite.
+memory then and at its peak, and the load average around it (CPU seconds are the figure
+to trust when other processes share the machine). `--json FILE` keeps the results. Not part
+of the test suite.
 
     .venv/bin/python bench/restart.py [--keys 1000000] [--log-mb 1024] [--dir DIR]
+        [--only keys|log] [--json FILE]
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ async def measure(directory: str) -> dict[str, float]:
     member = Member(config(directory, port), KvService())
     await member.start()
     opened = time.perf_counter() - started
+    opened_cpu_s = time.process_time()
     while not member.is_leader:
         await asyncio.sleep(0.005)
     await member.read_barrier()
@@ -137,6 +141,7 @@ async def measure(directory: str) -> dict[str, float]:
     assert isinstance(service, KvService)
     result = {
         "started_s": opened,
+        "started_cpu_s": opened_cpu_s,
         "serving_s": serving,
         "serving_cpu_s": serving_cpu_s,
         "rss_mb": rss,
@@ -149,6 +154,7 @@ async def measure(directory: str) -> dict[str, float]:
 
 
 def run_measure(directory: str) -> dict[str, float]:
+    load_before = os.getloadavg()[0]
     output = subprocess.run(
         [sys.executable, __file__, "--measure", directory],
         check=True,
@@ -156,6 +162,8 @@ def run_measure(directory: str) -> dict[str, float]:
         text=True,
     ).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    result["load_before"] = load_before
+    result["load_after"] = os.getloadavg()[0]
     return result
 
 
@@ -168,18 +176,21 @@ def main() -> None:
     parser.add_argument("--log-value-bytes", type=int, default=4096)
     parser.add_argument("--dir", default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--only", choices=["keys", "log"], default=None)
+    parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(asyncio.run(measure(args.measure))))
         return
     root = tempfile.mkdtemp(prefix="synod-restart-", dir=args.dir)
+    results: dict[str, object] = {"arguments": vars(args)}
     try:
         if args.only in (None, "keys"):
             directory = os.path.join(root, "keys")
             print(f"building {args.keys} keys of {args.value_bytes} bytes")
             build(directory, args.keys, args.value_bytes, 0, 0)
-            print(f"  restart: {run_measure(directory)}")
+            results["keys"] = run_measure(directory)
+            print(f"  restart: {results['keys']}")
             shutil.rmtree(directory)
         if args.only in (None, "log"):
             directory = os.path.join(root, "log")
@@ -193,9 +204,13 @@ def main() -> None:
                 args.log_mb << 20,
                 args.log_value_bytes,
             )
-            print(f"  restart: {run_measure(directory)}")
+            results["log"] = run_measure(directory)
+            print(f"  restart: {results['log']}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
 
 
 if __name__ == "__main__":
