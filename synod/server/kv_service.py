@@ -64,7 +64,8 @@ class KvService:
         """The snapshot as of now in bounded pieces (see KVStore.snapshot_stream)."""
         return self.store.snapshot_stream()
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes | memoryview) -> None:
+        """Replace the store with the snapshot's; `data` may be a view (read in place)."""
         self.store = KVStore.restore(data)
         for hub, sink in list(self._streams.values()):
             responses = hub.resync(self.store)

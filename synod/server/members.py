@@ -229,14 +229,23 @@ def encode_machine_snapshot(table: MemberTable, service_bytes: bytes) -> bytes:
 def decode_machine_snapshot(data: bytes) -> tuple[MemberTable | None, bytes]:
     """(table, service bytes). A snapshot written before the table existed has no magic:
     it is all service bytes and the table is None (the caller keeps its bootstrap table)."""
+    table, service = machine_snapshot_view(data)
+    return table, data if table is None else bytes(service)
+
+
+def machine_snapshot_view(data: bytes) -> tuple[MemberTable | None, memoryview]:
+    """`decode_machine_snapshot` with the service's part as a view of `data`, not a copy:
+    a restore that reads it in place (`KvService.restore`) then never holds the snapshot
+    twice, which at 1,000,000 keys is 290 MB less at the peak of a restart (issue 8)."""
+    view = memoryview(data)
     if not data.startswith(SNAPSHOT_MAGIC):
-        return None, data
+        return None, view
     start = len(SNAPSHOT_MAGIC)
     length = int.from_bytes(data[start : start + 4], "big")
     table_end = start + 4 + length
     if table_end > len(data):
         raise TableError("machine snapshot truncated inside the member table")
-    return MemberTable.decode(data[start + 4 : table_end]), data[table_end:]
+    return MemberTable.decode(data[start + 4 : table_end]), view[table_end:]
 
 
 # ---------------------------------------------------------------------- planning changes

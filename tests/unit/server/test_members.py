@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from synod.kv.messages import Command, PutRequest
+from synod.kv.store import KVStore
 from synod.paxos.types import Membership, NodeId
+from synod.server.kv_service import KvService
 from synod.server.members import (
+    SNAPSHOT_MAGIC,
     MemberChangeError,
     MemberInfo,
     MemberTable,
@@ -17,6 +21,7 @@ from synod.server.members import (
     decode_machine_snapshot,
     encode_context,
     encode_machine_snapshot,
+    machine_snapshot_view,
     new_member_id,
     plan_add,
     plan_promote,
@@ -66,6 +71,23 @@ def test_context_and_machine_snapshot_carry_the_table() -> None:
 def test_snapshot_without_table_is_all_service_bytes() -> None:
     """A snapshot written before the table existed still restores the service."""
     assert decode_machine_snapshot(b"\x93old-kv") == (None, b"\x93old-kv")
+    assert machine_snapshot_view(b"\x93old-kv") == (None, b"\x93old-kv")
+
+
+def test_machine_snapshot_view_reads_the_service_part_in_place() -> None:
+    """The view holds the same bytes as the decoded copy, without a copy (issue 8: a
+    restart's peak memory), and a KV service restores from it."""
+    store = KVStore()
+    store.apply(Command(PutRequest(b"k", b"v"), 0))
+    data = encode_machine_snapshot(_table(), store.snapshot())
+    table, view = machine_snapshot_view(data)
+    assert (table, view) == decode_machine_snapshot(data)
+    assert view.obj is data
+    service = KvService()
+    service.restore(view)
+    assert service.store.snapshot() == store.snapshot()
+    with pytest.raises(TableError):
+        machine_snapshot_view(data[: len(SNAPSHOT_MAGIC) + 6])
 
 
 def test_corrupt_table_is_refused_not_half_read() -> None:
