@@ -211,10 +211,13 @@ def read_index_chunk(chunk: Any, revision: int, into: RestoredIndex) -> None:
     else:
         ends = list(accumulate(counts))
         starts = [0, *ends[:-1]]
-        for start, end in zip(starts, ends, strict=True):
-            span = revisions[start:end]
-            _need(all(map(lt, span, islice(span, 1, None))), "record revisions ascending")
-            into.histories.append(History(span, records[start:end]))
+        # A key's records ascend: any descent in the flat column is where a key starts.
+        descents = [i + 1 for i, up in enumerate(map(lt, revisions, revisions[1:])) if not up]
+        _need(set(descents) <= set(starts), "record revisions ascending")
+        spans = list(zip(starts, ends, strict=True))
+        revision_lists = [revisions[start:end] for start, end in spans]
+        record_lists = [records[start:end] for start, end in spans]
+        into.histories.extend(_histories(revision_lists, record_lists))
         last = [records[end - 1] for end in ends]
         last_values = [values[end - 1] for end in ends]
     into.keys.extend(keys)
