@@ -35,6 +35,7 @@ import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -43,6 +44,7 @@ from synod.paxos.ready import SnapshotInstall
 from synod.paxos.types import Entry, HardState, Slot, SnapshotMeta
 from synod.storage import codec
 from synod.storage.codec import Checkpoint, CodecError, SnapshotRef
+from synod.storage.crc import crc32_combine
 from synod.storage.errors import StorageCorrupt, StorageError, StorageFatal, StorageLocked
 from synod.storage.fs import FileSystem, RealFileSystem
 from synod.storage.wal import (
@@ -66,6 +68,8 @@ RECORD_SNAPSHOT = 4
 RECORD_SNAPSHOT_FILE = 5
 SNAPSHOT_NAME = re.compile(r"^snapshot-[0-9a-f]{16}-[0-9a-f]{8}\.snap$")
 TEMP_SUFFIX = ".tmp"
+SNAPSHOT_PREFIX_BYTES_MAX = 1 << 16  # the meta before a snapshot file's data, at most
+BIN_HEADER_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin 8/16/32: bytes of its length
 
 
 @dataclass(slots=True)
@@ -534,28 +538,55 @@ def _read_snapshot(fs: FileSystem, directory: str, ref: SnapshotRef) -> bytes | 
     path = os.path.join(directory, ref.file_name)
     if not fs.exists(path):
         raise StorageCorrupt(path, None, "the current snapshot file is missing")
-    meta, data = decode_snapshot_file(fs.read(path), path)
-    if meta != ref.meta or zlib.crc32(data) != ref.data_crc:
+    meta, data, data_crc = _decode_snapshot_file(fs.read(path), path)
+    if meta != ref.meta or data_crc != ref.data_crc:
         raise StorageCorrupt(path, 0, "snapshot file does not match the log's reference to it")
     return data
 
 
 def decode_snapshot_file(raw: bytes, path: str) -> tuple[SnapshotMeta, bytes]:
     """A snapshot file's metadata and data; StorageCorrupt if it fails its checksum."""
+    meta, data, _ = _decode_snapshot_file(raw, path)
+    return meta, data
+
+
+def _decode_snapshot_file(raw: bytes, path: str) -> tuple[SnapshotMeta, bytes, int]:
+    """(meta, data, crc32 of data). The data is hashed once: the frame's crc, over the
+    payload `[meta, data]`, is combined from the crc of the few bytes before the data and
+    the data's own crc, which the caller also compares with the log's reference. Only those
+    few bytes are decoded before the checksum passed."""
     header = decode_frame_header(raw, 0)
     payload = memoryview(raw)[FRAME_HEADER_BYTES:]  # a view: hundreds of MB are not copied
-    if (
-        header is None
-        or header.type != RECORD_SNAPSHOT_FILE
-        or header.length != len(payload)
-        or zlib.crc32(payload) != header.payload_crc
-    ):
+    if header is None or header.type != RECORD_SNAPSHOT_FILE or header.length != len(payload):
+        raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
+    meta_raw, start = _split_snapshot_payload(payload, path)
+    data = bytes(payload[start:])
+    data_crc = zlib.crc32(data)
+    if crc32_combine(zlib.crc32(payload[:start]), data_crc, len(data)) != header.payload_crc:
         raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
     try:
-        meta_raw, data = msgpack.unpackb(payload)
         meta = codec.decode_snapshot_meta(meta_raw)
     except (CodecError, ValueError) as error:
         raise StorageCorrupt(path, 0, f"snapshot file does not decode: {error}") from error
-    if not isinstance(data, bytes):
+    return meta, data, data_crc
+
+
+def _split_snapshot_payload(payload: memoryview, path: str) -> tuple[Any, int]:
+    """(meta as decoded, where the data starts) of a snapshot file's payload `[meta, data]`:
+    the array and bin headers `_write_snapshot_file` wrote, read from its first bytes."""
+    try:
+        unpacker = msgpack.Unpacker(max_buffer_size=SNAPSHOT_PREFIX_BYTES_MAX)
+        unpacker.feed(payload[:SNAPSHOT_PREFIX_BYTES_MAX])
+        if unpacker.read_array_header() != 2:
+            raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
+        meta_raw = unpacker.unpack()
+        at = unpacker.tell()
+        width = BIN_HEADER_WIDTHS.get(payload[at])
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as error:
+        raise StorageCorrupt(path, 0, "snapshot file fails its checksum") from error
+    if width is None or at + 1 + width > len(payload):
         raise StorageCorrupt(path, 0, "snapshot file holds no data bytes")
-    return meta, data
+    start = at + 1 + width
+    if int.from_bytes(payload[at + 1 : start], "big") != len(payload) - start:
+        raise StorageCorrupt(path, 0, "snapshot file fails its checksum")
+    return meta_raw, start
