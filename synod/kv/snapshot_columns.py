@@ -28,7 +28,6 @@ any chunk that breaks these rules rather than building a store that breaks its i
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections import deque
 from collections.abc import Mapping
 from itertools import accumulate, chain, compress, islice, repeat
@@ -38,6 +37,7 @@ from typing import Any
 import msgpack
 
 from synod.kv.errors import MalformedCommand
+from synod.kv.fast import slot_setter
 from synod.kv.keyspace import History
 from synod.kv.messages import INT64_MAX, INT64_MIN, KeyValue
 
@@ -46,10 +46,8 @@ INDEX_COLUMNS = 8
 
 _FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")
 assert tuple(field.name for field in dataclasses.fields(KeyValue)) == _FIELDS
-_SLOTS = tuple(vars(KeyValue)[name] for name in _FIELDS)
-assert all(isinstance(slot, types.MemberDescriptorType) for slot in _SLOTS)
-_SETTERS = tuple(slot.__set__ for slot in _SLOTS)
-_HISTORY_SETTERS = (vars(History)["revisions"].__set__, vars(History)["records"].__set__)
+_SETTERS = tuple(slot_setter(KeyValue, name) for name in _FIELDS)
+_HISTORY_SETTERS = (slot_setter(History, "revisions"), slot_setter(History, "records"))
 
 
 def key_values(columns: tuple[list[Any], ...]) -> list[KeyValue]:
@@ -175,7 +173,7 @@ class RestoredIndex:
     leased: list[KeyValue] = dataclasses.field(default_factory=list)
     # The first key of each change at or above `compact`, as a 1-tuple, by revision...
     change_revisions: list[int] = dataclasses.field(default_factory=list)
-    change_firsts: list[tuple[bytes]] = dataclasses.field(default_factory=list)
+    change_firsts: list[tuple[bytes, ...]] = dataclasses.field(default_factory=list)
     # ... and the others: revision -> [(position, key), ...].
     change_others: dict[int, list[tuple[int, bytes]]] = dataclasses.field(default_factory=dict)
 
@@ -257,21 +255,18 @@ def _read_changes(
 
 
 def restored_changes(into: RestoredIndex) -> tuple[list[int], list[tuple[bytes, ...]]]:
-    """(revisions, the keys written at each in write order), in no particular order; the
-    caller checks that no revision appears twice."""
-    revisions, written = into.change_revisions, into.change_firsts
+    """(revisions, the keys written at each in write order), in no particular order, made
+    from `into`'s lists in place; the caller checks that no revision appears twice."""
+    revisions, changes = into.change_revisions, into.change_firsts
     others = into.change_others
-    if not others:
-        return revisions, list(written)
-    changes: list[tuple[bytes, ...]] = list(written)
     found = 0
-    for index, at in enumerate(revisions):
+    for index, at in enumerate(revisions if others else ()):
         rest = others.get(at)
         if rest is None:
             continue
         rest.sort()
         _need([position for position, _ in rest] == list(range(1, len(rest) + 1)), "positions")
-        changes[index] = (written[index][0], *(key for _, key in rest))
+        changes[index] = (changes[index][0], *(key for _, key in rest))
         found += 1
     _need(found == len(others), "a change without its first key")
     return revisions, changes

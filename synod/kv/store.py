@@ -692,9 +692,13 @@ class KVStore:
         restored = RestoredIndex(self._compact_revision)
         for _ in range(unpacker.read_array_header()):
             read_index_chunk(unpacker.unpack(), self._revision, restored)
+        # Each list is dropped once its map is built: less memory at the restore's peak.
         self._index = SortedDict(zip(restored.keys, restored.histories, strict=True))
+        restored.keys, restored.histories = [], []
         self._live = SortedDict(zip(restored.live_keys, restored.live, strict=True))
+        restored.live_keys, restored.live = [], []
         revisions, changes = restored_changes(restored)
+        restored.change_revisions, restored.change_firsts = [], []
         self._changes = SortedDict(zip(revisions, changes, strict=True))
         _need(len(self._changes) == len(revisions), "two changes at one revision")
         return [(kv.key, kv.lease) for kv in restored.leased]
