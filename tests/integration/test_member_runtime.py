@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from synod.paxos.config import Config as CoreConfig
 from synod.server.config import ServerConfig, Url, parse_initial_cluster
+from synod.server.errors import NoLeader, RequestTimeout
 from synod.server.member import Member
 
 
@@ -112,5 +115,32 @@ def test_writes_through_any_member_and_reads_through_followers(tmp_path: Path) -
         assert service.data["a"] == 2 and service.data["k29"] == 29
         for member in members:
             await member.stop()
+
+    asyncio.run(scenario())
+
+
+def test_requests_without_a_quorum_time_out_with_etcds_error(tmp_path: Path) -> None:
+    """A write and a read at a leader that lost its followers fail after the request timeout
+    with etcd's message, and nothing stays waiting."""
+
+    async def scenario() -> None:
+        configs = [replace(c, request_timeout_s=0.3) for c in make_configs(tmp_path)]
+        members = [Member(config, DictService()) for config in configs]
+        for member in members:
+            await member.start()
+        leader = await wait_for_leader(members)
+        for member in members:
+            if member is not leader:
+                await member.stop()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeout, match="etcdserver: request timed out"):
+            await asyncio.wait_for(leader.write(msgpack.packb(["lost", 1])), 10)
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.3 <= waited < 3.0, waited
+        if leader.is_leader:  # else it already stepped down, which fails reads at once
+            with pytest.raises((RequestTimeout, NoLeader)):
+                await asyncio.wait_for(leader.read_barrier(), 10)
+        assert not leader._writes and not leader._reads
+        await leader.stop()
 
     asyncio.run(scenario())
