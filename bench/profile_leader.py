@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     *(sys.executable, "-m", "bench.profile_leader"),
                     *("--seconds", str(args.seconds + 2), "--concurrency", str(args.concurrency)),
                     *("--door", args.door),
-                    *("--client", native, cluster.endpoints[leader]),
+                    *("--client", native, cluster.endpoints[sampled]),
                 ]
             )
             time.sleep(1.0)  # warm up
