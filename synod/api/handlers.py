@@ -195,7 +195,10 @@ class Handlers:
     async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         # The most frequent write: what `_write` and the generic conversions do, inline.
         store_request = convert.put_request(request)
-        self._local(lambda: check_put(store_request))
+        try:
+            check_put(store_request)
+        except KVError as error:
+            raise api_errors.from_kv_error(error) from error
         payload = encode_command(fast.command(store_request, _now_ms()))
         if len(payload) > REQUEST_BYTES_MAX:
             raise api_errors.request_too_large()
