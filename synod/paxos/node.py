@@ -836,10 +836,6 @@ class Node:
             return
         progress.recently_active = True
         progress.read_round = max(progress.read_round, message.read_round)
-        if message.match_slot < progress.match_slot:
-            # Within one leadership a follower's match only grows: it restarted and forgot
-            # a commit hint that was not yet durable (see `_advance_commit`).
-            progress.regressed(message.match_slot)
         advanced = progress.acknowledged(message.match_slot)
         if progress.snapshot_pending and message.match_slot >= self._snapshot.last_slot:
             progress.snapshot_pending = False
@@ -876,10 +872,11 @@ class Node:
                 # The commit hint is written but not synced (a lone put paid a second fsync
                 # per follower for it). Our replies count known-chosen slots in `match_slot`
                 # only from the commit slot held when this leadership reached us, which the
-                # promise or the restart before it made durable; and should a match ever go
-                # down, the leader resends from there (`PeerProgress.regressed`). A chosen
-                # configuration is synced at once: forgetting it could leave us needing the
-                # votes of removed members to stand (see `_campaign_voters`).
+                # promise (or the restart, or the snapshot) before it made durable; the rest
+                # of the match is entries of this ballot, synced before any reply. So a
+                # restart never makes our match go down: the leader may trust it to grow.
+                # A chosen configuration is synced at once: forgetting it could leave us
+                # needing the votes of removed members to stand (see `_campaign_voters`).
                 if passed_config:
                     self._must_sync = True
                 return

@@ -1,9 +1,9 @@
 """What a leader knows of one follower: how far it matches, what is in flight to it.
 
-`match_slot` only grows during a leadership, unless the follower restarts and reports less (it
-may forget slots it counted only because it knew them chosen). `next_slot` is optimistic
-(pipelining) and falls back to `match_slot + 1` when the follower reports a gap or stops making
-progress; while `probing`, at most one Accept with entries is in flight.
+`match_slot` only grows during a leadership (a follower's report survives its restarts, see
+`Node._advance_commit`). `next_slot` is optimistic (pipelining) and falls back to
+`match_slot + 1` when the follower reports a gap or stops making progress; while `probing`, at
+most one Accept with entries is in flight.
 """
 
 from __future__ import annotations
@@ -61,9 +61,3 @@ class PeerProgress:
         self.in_flight_bytes = 0
         self.probing = True
         self.ticks_since_progress = 0
-
-    def regressed(self, match_slot: Slot) -> None:
-        """The follower reports less than it did (it restarted): believe it, and resend."""
-        assert match_slot < self.match_slot
-        self.match_slot = match_slot
-        self.rewind()

@@ -10,7 +10,7 @@ import pytest
 
 from synod.paxos.config import Config
 from synod.paxos.errors import NotLeader, ProposalDropped
-from synod.paxos.messages import Accept, AcceptReply
+from synod.paxos.messages import Accept
 from synod.paxos.node import Role, TransferRefused
 from synod.paxos.types import Entry, EntryKind, HardState, NodeId, Slot, SnapshotMeta
 
@@ -380,24 +380,6 @@ def test_a_follower_learning_a_commit_does_not_sync_for_it() -> None:
     assert ready.hard_state is not None and ready.hard_state.commit_slot == slot
     assert not ready.must_sync
     assert [e.slot for e in ready.committed] == [slot]
-
-
-def test_leader_believes_a_follower_whose_match_went_down_and_resends() -> None:
-    """Should a follower ever come back knowing less (its unsynced commit hint lost), the
-    leader resends from what it reports instead of waiting for a match that never comes."""
-    cluster = Cluster(3)
-    cluster.elect(1)
-    for command in (b"a", b"b", b"c"):
-        cluster.propose(1, command)
-    leader = cluster.node(1)
-    last = leader.last_slot
-    assert last >= 3 and leader.peer_match(NodeId(2)) == last
-    lower = AcceptReply(NodeId(2), NodeId(1), leader.ballot, True, Slot(1), 0, leader.ballot)
-    leader.step(lower)
-    assert leader.peer_match(NodeId(2)) == 1
-    resent = [m for m in leader.ready().messages if m.dst == 2 and isinstance(m, Accept)]
-    assert resent and resent[0].entries and resent[0].entries[0].slot == 2
-    assert leader.commit_slot == last, "a lower match never takes back a commit"
 
 
 def test_followers_learn_the_commit_slot_without_waiting_for_a_heartbeat() -> None:
