@@ -11,6 +11,7 @@ import random
 import pytest
 
 from synod.kv.messages import CompactionRequest, LeaseRevokeRequest
+from synod.kv.snapshot_columns import CHUNK_KEYS
 from synod.kv.store import SNAPSHOT_STREAMS_MAX, KVStore, SnapshotCancelled
 from tests.unit.kv.helpers import Store
 
@@ -114,3 +115,28 @@ def test_opening_more_streams_than_the_bound_voids_the_oldest() -> None:
 def test_an_empty_store_streams_its_snapshot() -> None:
     store = KVStore()
     assert b"".join(store.snapshot_stream()) == store.snapshot()
+
+
+def test_keys_gathered_for_a_chunk_not_yet_written_keep_their_value_of_the_moment() -> None:
+    """Format 2 writes a chunk once CHUNK_KEYS keys are gathered, so a key the stream has
+    passed may still wait in memory when it changes: what is written is its value when the
+    stream opened. Method: several chunks; between pieces change keys just behind the
+    stream's position (gathered, unwritten) and ahead of it, add and delete keys."""
+    keys = CHUNK_KEYS * 2 + 500
+    store = Store()
+    for index in range(keys):
+        store.put(b"k%05d" % index, b"v%d" % index)
+    expected = store.kv.snapshot()
+    stream = store.kv.snapshot_stream(slice_keys=100)
+    pieces = [next(stream)]
+    behind = 0
+    for piece in stream:
+        pieces.append(piece)
+        behind = min(behind + 100, keys - 1)
+        store.put(b"k%05d" % behind, b"changed behind")
+        store.put(b"k%05d" % max(0, behind - 50), b"changed further behind")
+        store.put(b"k%05d" % min(keys - 1, behind + 150), b"changed ahead")
+        store.delete(b"k%05d" % max(0, behind - 10))
+        store.put(b"k%05d-new" % behind, b"created after the opening")
+    assert b"".join(pieces) == expected
+    assert KVStore.restore(expected).snapshot() == expected
