@@ -15,8 +15,8 @@ read barrier passed), in wall-clock and in CPU time of the process (the figure t
 a busy machine), plus its resident memory then and at its peak, and the load average
 around it. `--json FILE` keeps the results. Not part of the test suite.
 
-    .venv/bin/python bench/restart.py [--keys 1000000] [--members 3] [--log-mb 1024]
-        [--dir DIR] [--only keys|log] [--json FILE]
+    .venv/bin/python bench/restart.py [--keys 1000000] [--members 3] [--shuffle]
+        [--log-mb 1024] [--dir DIR] [--only keys|log] [--json FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -81,10 +82,18 @@ def free_port() -> int:
 
 
 def build(
-    root: str, members: int, keys: int, value_bytes: int, log_bytes: int, log_value: int
+    root: str,
+    members: int,
+    keys: int,
+    value_bytes: int,
+    log_bytes: int,
+    log_value: int,
+    shuffle: bool = False,
 ) -> list[str]:
     """Data directories, one per member, as members that ran a while leave them: the same
-    snapshot, then the same log tail. Returns them in name order."""
+    snapshot, then the same log tail. The keys are put in key order, or in a random order
+    (`shuffle`: revision order then differs from key order, as in most stores). Returns the
+    directories in name order."""
     names = [f"m{index}" for index in range(members)]
     cluster_text = ",".join(f"{name}=http://127.0.0.1:{free_port()}" for name in names)
     directories = [os.path.join(root, name) for name in names]
@@ -95,7 +104,10 @@ def build(
     started = time.perf_counter()
     store = KVStore()
     value = b"v" * value_bytes
-    for index in range(keys):
+    order = list(range(keys))
+    if shuffle:
+        random.Random(keys).shuffle(order)
+    for index in order:
         store.apply(Command(PutRequest(b"key-%09d" % index, value), 0))
     pieces = [encode_machine_snapshot(table, b""), *store.snapshot_stream()]
     del store
@@ -240,6 +252,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--value-bytes", type=int, default=256)
     parser.add_argument("--members", type=int, default=1, help="cluster size (keys case)")
+    parser.add_argument("--shuffle", action="store_true", help="put the keys in random order")
     parser.add_argument("--log-mb", type=int, default=1024)
     parser.add_argument("--log-snapshot-keys", type=int, default=100_000)
     parser.add_argument("--log-value-bytes", type=int, default=4096)
@@ -261,7 +274,9 @@ def main() -> None:
         if args.only in (None, "keys"):
             print(f"building {args.members} members' {args.keys} keys of {args.value_bytes} bytes")
             directory = os.path.join(root, "keys")
-            members = build(directory, args.members, args.keys, args.value_bytes, 0, 0)
+            members = build(
+                directory, args.members, args.keys, args.value_bytes, 0, 0, args.shuffle
+            )
             results["keys"] = measure_restart(members)
             print(f"  restart: {results['keys']}")
             shutil.rmtree(directory)
