@@ -35,7 +35,7 @@ class DictService:
         packed: bytes = msgpack.packb(self.data)
         return packed
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes | memoryview) -> None:
         self.data = msgpack.unpackb(data)
 
     def leader_duties(self, now_ms: int, became_leader: bool) -> list[bytes]:
