@@ -60,6 +60,9 @@ class _Outgoing:
     task: asyncio.Task[None] | None = None
     connected: bool = False
     bytes_sent: int = 0
+    # Set when the peer connected to us while our link to it was down: it is back, so the
+    # reconnect does not wait out its backoff (up to BACKOFF_S_MAX).
+    peer_is_back: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, frame: bytes) -> None:
         """Send `frame` now if the link takes it, else queue it (the oldest queued go first
@@ -198,6 +201,9 @@ class _IncomingLink(asyncio.Protocol):
             and isinstance(advertised[1], int)
         ):
             owner.advertised[sender_id] = (advertised[0], advertised[1])
+        outgoing = owner._outgoing.get(sender_id)
+        if outgoing is not None and not outgoing.connected:
+            outgoing.peer_is_back.set()
         return sender_id
 
 
@@ -332,7 +338,7 @@ class PeerTransport:
                     lambda: _OutgoingLink(outgoing), outgoing.host, outgoing.port
                 )
             except OSError:
-                await asyncio.sleep(backoff_s)
+                await self._back_off(outgoing, backoff_s)
                 backoff_s = min(backoff_s * 2, BACKOFF_S_MAX)
                 continue
             backoff_s = BACKOFF_S_MIN
@@ -346,11 +352,18 @@ class PeerTransport:
                 outgoing.write_queued()
                 error = await link.lost
                 log.info("connection to peer %s lost: %r", outgoing.peer_id, error)
-                await asyncio.sleep(backoff_s)
+                outgoing.connected = False
+                await self._back_off(outgoing, backoff_s)
             finally:
                 outgoing.connected = False
                 outgoing.link = None
                 link.transport.close()
+
+    async def _back_off(self, outgoing: _Outgoing, seconds: float) -> None:
+        """Wait `seconds` before reconnecting, or less if the peer connects to us first."""
+        outgoing.peer_is_back.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outgoing.peer_is_back.wait(), seconds)
 
 
 async def query_cluster(host: str, port: int, peer_url: str) -> object:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from synod.transport import peer
 from synod.transport.codec import encode_frame
 from synod.transport.peer import PeerTransport, query_cluster
 
@@ -176,5 +177,29 @@ def test_join_query_is_answered_without_a_cluster_id() -> None:
         answer = await query_cluster(*a.listen, "http://joiner:1")
         assert answer == ["cluster", "http://joiner:1"]
         await a.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_connects_to_us_is_reconnected_without_waiting_out_the_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restarted member connects out first; the leader's link to it, in a long backoff
+    since the member went down, comes back at once (it decides how soon it is heard)."""
+    monkeypatch.setattr(peer, "BACKOFF_S_MIN", 30.0)
+    monkeypatch.setattr(peer, "BACKOFF_S_MAX", 30.0)
+
+    async def scenario() -> None:
+        a, b, _, got_b = make_pair()
+        await a.start()  # b is down: a's first attempt fails and it backs off for 30 s
+        await asyncio.sleep(0.2)
+        assert not a.connected(2)
+        await b.start()  # b connects to a, which is listening
+        await wait_until(lambda: a.connected(2), seconds=5.0)
+        a.send(2, [["back"]])
+        await wait_until(lambda: got_b)
+        assert got_b == [(1, [["back"]])]
+        await a.stop()
+        await b.stop()
 
     asyncio.run(scenario())
