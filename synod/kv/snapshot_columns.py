@@ -21,15 +21,18 @@ its key's place in its revision's change (0 for the first key, and for every rec
 the compact revision).
 
 The chunk size is a constant of the format, not of the stream that writes it, so equal
-stores give equal bytes however the writing was sliced. A reader refuses (MalformedCommand)
-any chunk that breaks these rules rather than building a store that breaks its invariants.
+stores give equal bytes however the writing was sliced. The columns of keys and values are
+written item by item when large, so no piece holds a whole chunk of large values. (msgpack's
+streaming unpacker decodes a chunk as its bytes arrive: the reader never holds a chunk's
+bytes either.) A reader refuses (MalformedCommand) any chunk that breaks these rules
+rather than building a store that breaks its invariants.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from itertools import accumulate, chain, compress, islice, repeat
 from operator import le, lt
 from typing import Any
@@ -43,6 +46,8 @@ from synod.kv.messages import INT64_MAX, INT64_MIN, KeyValue
 
 CHUNK_KEYS = 1024
 INDEX_COLUMNS = 8
+KEYS_COLUMN, VALUES_COLUMN = 0, 6  # the columns of bytes, written item by item when large
+PIECE_BYTES = 1 << 20  # a chunk of large values leaves in pieces of about this size
 
 _FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")
 assert tuple(field.name for field in dataclasses.fields(KeyValue)) == _FIELDS
@@ -133,8 +138,10 @@ class IndexColumns:
                 self.values.append(record.value)
                 self.leases.append(record.lease)
 
-    def pack_chunk(self, packer: msgpack.Packer) -> None:
-        """Pack the first CHUNK_KEYS keys (or all, if fewer) as one chunk and drop them."""
+    def chunk_pieces(self) -> Iterator[bytes]:
+        """The first CHUNK_KEYS keys (or all, if fewer) as one chunk, dropped from here, in
+        pieces: the columns of bytes go item by item once they exceed PIECE_BYTES, so a
+        chunk of large values (1,024 values of 1 MB) never sits in one piece."""
         assert self.keys
         keys_taken = min(CHUNK_KEYS, len(self.keys))
         records = sum(self.counts[:keys_taken])
@@ -151,7 +158,25 @@ class IndexColumns:
         ):
             taken.append(column[:count])
             del column[:count]
-        packer.pack(taken)
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        packer.pack_array_header(INDEX_COLUMNS)
+        for index, items in enumerate(taken):
+            if index not in (KEYS_COLUMN, VALUES_COLUMN):
+                packer.pack(items)
+                continue
+            if sum(map(len, filter(None, items))) < PIECE_BYTES:
+                packer.pack(items)
+                continue
+            packer.pack_array_header(len(items))
+            pending = 0
+            for item in items:
+                packer.pack(item)
+                pending += 0 if item is None else len(item)
+                if pending >= PIECE_BYTES:
+                    yield packer.bytes()
+                    packer.reset()
+                    pending = 0
+        yield packer.bytes()
 
 
 def chunks_for(items: int, chunk_items: int) -> int:

@@ -590,7 +590,6 @@ class KVStore:
 
         Each slice reads `slice_keys` keys of the index and packs the chunks they fill; the
         keys of a chunk not yet full wait in `gathered`, copied out of their histories."""
-        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
         gathered = IndexColumns(self._changes, self._compact_revision)
         while True:
             freeze.check()
@@ -611,9 +610,9 @@ class KVStore:
             if keys:
                 freeze.position = keys[-1]
             while len(gathered) >= CHUNK_KEYS or (gathered and not keys):
-                gathered.pack_chunk(packer)
-            yield packer.bytes(), count
-            packer.reset()
+                for piece in gathered.chunk_pieces():
+                    yield piece, 0
+            yield b"", count
             if not keys:
                 return
 

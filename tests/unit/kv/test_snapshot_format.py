@@ -23,7 +23,7 @@ from synod.kv.messages import (
     RangeRequest,
     TxnRequest,
 )
-from synod.kv.snapshot_columns import CHUNK_KEYS, key_values
+from synod.kv.snapshot_columns import CHUNK_KEYS, PIECE_BYTES, key_values
 from synod.kv.store import SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_ROWS, KVStore
 from tests.unit.kv.helpers import Store
 
@@ -223,3 +223,21 @@ def test_restore_refuses_a_truncated_format_2_snapshot(cut: int) -> None:
     data = history_store().kv.snapshot()
     with pytest.raises(MalformedCommand):
         KVStore.restore(data[:-cut])
+
+
+def _large_values() -> Store:
+    store = Store()
+    for index in range(40):
+        store.put(b"big%03d" % index, bytes([index]) * 100_000)
+    return store
+
+
+def test_a_chunk_of_large_values_leaves_in_pieces_of_about_piece_bytes() -> None:
+    """40 values of 100 kB share one chunk (4 MB); the stream cuts it near PIECE_BYTES so
+    the member's loop never packs the whole chunk in one turn, and the bytes stay equal."""
+    store = _large_values()
+    pieces = list(store.kv.snapshot_stream(slice_keys=8))
+    assert len(msgpack.unpackb(b"".join(pieces))[5]) == 1, "one chunk"
+    assert max(map(len, pieces)) <= PIECE_BYTES + 100_000 + 1_000
+    assert b"".join(pieces) == store.kv.snapshot()
+    _same_store(KVStore.restore(b"".join(pieces)), store.kv)
