@@ -869,16 +869,12 @@ class Node:
             self._commit_slot = slot
             self._hard_state_dirty = True
             if self._role is not Role.LEADER:
-                # The commit hint is written but not synced (a lone put paid a second fsync
-                # per follower for it). Our replies count known-chosen slots in `match_slot`
-                # only from the commit slot held when this leadership reached us, which the
-                # promise (or the restart, or the snapshot) before it made durable; the rest
-                # of the match is entries of this ballot, synced before any reply. So a
-                # restart never makes our match go down: the leader may trust it to grow.
-                # A chosen configuration is synced at once: forgetting it could leave us
-                # needing the votes of removed members to stand (see `_campaign_voters`).
-                if passed_config:
-                    self._must_sync = True
+                # Durable before any reply: our replies count known-chosen slots in
+                # `match_slot`, and a member that forgot a commit (a crash losing an unsynced
+                # hint) may need slots the others compacted, which they refuse to a candidate:
+                # with the only members that knew gone, no leader (simulator seed 24062 with
+                # --reconfig, when this sync was skipped).
+                self._must_sync = True
                 return
             if passed_config:
                 # Nobody may learn that a configuration is chosen before our own commit hint

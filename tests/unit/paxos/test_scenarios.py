@@ -356,9 +356,11 @@ def test_restarted_follower_never_reports_less_than_before() -> None:
     assert cluster.applied(2) == [b"a", b"b", b"c"]
 
 
-def test_a_follower_learning_a_commit_does_not_sync_for_it() -> None:
-    """The hint costs no fsync of its own (a lone put paid two per follower): the reply and
-    the apply go out at once; only the accepted entries are synced before their reply."""
+def test_a_follower_syncs_a_commit_it_learns_before_replying() -> None:
+    """Regression (simulator seed 24062 with --reconfig): followers saved a learned commit
+    slot without a sync; crashes took it back below what the others had compacted, and the
+    only members that could still win an election were gone. A learned commit is durable
+    before the reply that follows it."""
     cluster = Cluster(3)
     cluster.elect(1)
     cluster.node(1).propose([b"x"])
@@ -378,8 +380,8 @@ def test_a_follower_learning_a_commit_does_not_sync_for_it() -> None:
     ready = follower.node.ready()
     slot = accepts[0].entries[0].slot
     assert ready.hard_state is not None and ready.hard_state.commit_slot == slot
-    assert not ready.must_sync
-    assert [e.slot for e in ready.committed] == [slot]
+    assert ready.must_sync
+    assert not ready.messages and ready.persisted_messages
 
 
 def test_followers_learn_the_commit_slot_without_waiting_for_a_heartbeat() -> None:
