@@ -236,32 +236,88 @@ def watch_response(value: kv.WatchResponse, header: HeaderSource) -> rpc_pb2.Wat
     return to_response(value, rpc_pb2.WatchResponse(), header)
 
 
+def _is_delivery(value: kv.WatchResponse) -> bool:
+    return not (value.created or value.canceled or value.compact_revision or value.fragment)
+
+
+class _SharedWatchParts:
+    """The pb header and events of one hub call, each converted once (the watchers of one
+    revision share them: synod.kv.watch)."""
+
+    def __init__(self, header: HeaderSource) -> None:
+        self.fields = header()
+        self.events_pb: dict[int, kv_pb2.Event] = {}
+        self.headers_pb: dict[kv.ResponseHeader, rpc_pb2.ResponseHeader] = {}
+
+    def header(self, value: kv.WatchResponse) -> rpc_pb2.ResponseHeader:
+        header_pb = self.headers_pb.get(value.header)
+        if header_pb is None:
+            header_pb = self.headers_pb[value.header] = rpc_pb2.ResponseHeader()
+            _fill_header(value.header, header_pb, lambda: self.fields)
+        return header_pb
+
+    def events(self, value: kv.WatchResponse) -> list[kv_pb2.Event]:
+        events = []
+        for event in value.events:
+            event_pb = self.events_pb.get(id(event))
+            if event_pb is None:
+                event_pb = self.events_pb[id(event)] = kv_pb2.Event()
+                _fill(event, event_pb, None)
+            events.append(event_pb)
+        return events
+
+
 def watch_responses(
     values: Sequence[kv.WatchResponse], header: HeaderSource
 ) -> list[rpc_pb2.WatchResponse]:
     """The pb messages of the responses of one hub call, in order. Event deliveries to many
     watchers share their header and Event objects (synod.kv.watch): each distinct one is
     converted once and copied into every message that carries it, not rebuilt per watcher."""
-    events_pb: dict[int, kv_pb2.Event] = {}
-    headers_pb: dict[kv.ResponseHeader, rpc_pb2.ResponseHeader] = {}
-    fields = header()
+    parts = _SharedWatchParts(header)
     messages = []
     for value in values:
-        if value.created or value.canceled or value.compact_revision or value.fragment:
-            messages.append(watch_response(value, lambda: fields))
+        if not _is_delivery(value):
+            messages.append(watch_response(value, lambda: parts.fields))
             continue
-        header_pb = headers_pb.get(value.header)
-        if header_pb is None:
-            header_pb = headers_pb[value.header] = rpc_pb2.ResponseHeader()
-            _fill_header(value.header, header_pb, lambda: fields)
-        events = []
-        for event in value.events:
-            event_pb = events_pb.get(id(event))
-            if event_pb is None:
-                event_pb = events_pb[id(event)] = kv_pb2.Event()
-                _fill(event, event_pb, None)
-            events.append(event_pb)
         messages.append(
-            rpc_pb2.WatchResponse(header=header_pb, watch_id=value.watch_id, events=events)
+            rpc_pb2.WatchResponse(
+                header=parts.header(value), watch_id=value.watch_id, events=parts.events(value)
+            )
         )
     return messages
+
+
+def _watch_id_field(watch_id: int) -> bytes:
+    """WatchResponse field 2 (`watch_id`, int64) on the wire: a varint key and value;
+    nothing for 0, as proto3 leaves a default out."""
+    if watch_id == 0:
+        return b""
+    value = watch_id & 0xFFFF_FFFF_FFFF_FFFF  # a negative int64 is ten bytes
+    out = bytearray(b"\x10")
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def watch_response_bodies(values: Sequence[kv.WatchResponse], header: HeaderSource) -> list[bytes]:
+    """`watch_responses` serialized, for a door that sends bytes (the native door). An event
+    delivery to many watchers is serialized once without its watch id, and each watcher's
+    message is those bytes plus its own id field: protobuf fields may come in any order, so
+    it parses to the message `watch_responses` gives (tested), without building and
+    serializing a message per watcher."""
+    parts = _SharedWatchParts(header)
+    bodies: dict[tuple[int, ...], bytes] = {}
+    out = []
+    for value in values:
+        if not _is_delivery(value):
+            out.append(watch_response(value, lambda: parts.fields).SerializeToString())
+            continue
+        key = (id(value.header), *(id(event) for event in value.events))
+        body = bodies.get(key)
+        if body is None:
+            message = rpc_pb2.WatchResponse(header=parts.header(value), events=parts.events(value))
+            body = bodies[key] = message.SerializeToString()
+        out.append(body + _watch_id_field(value.watch_id))
+    return out

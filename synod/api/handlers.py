@@ -24,8 +24,8 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from synod.api import convert
 from synod.api import errors as api_errors
@@ -476,11 +476,18 @@ class Handlers:
 
     # ------------------------------------------------------------------ watch
 
-    def open_watch(self) -> WatchSession:
-        return WatchSession(self)
+    def open_watch(self) -> WatchSession[rpc_pb2.WatchResponse]:
+        return WatchSession(self, convert.watch_responses)
+
+    def open_serialized_watch(self) -> WatchSession[bytes]:
+        """A watch stream whose responses come serialized, for a door that sends bytes."""
+        return WatchSession(self, convert.watch_response_bodies)
 
 
-class WatchSession:
+WatchOut = TypeVar("WatchOut")
+
+
+class WatchSession(Generic[WatchOut]):
     """One client watch stream: its requests in, its responses out, in order.
 
     Responses of the store's watch hub are queued as they are produced (on create, on
@@ -490,9 +497,16 @@ class WatchSession:
     (`close(error)`).
     """
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        convert_responses: Callable[
+            [Sequence[kv.WatchResponse], Callable[[], Any]], list[WatchOut]
+        ],
+    ) -> None:
         self._handlers = handlers
-        self._queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
+        self._convert = convert_responses
+        self._queue: asyncio.Queue[WatchOut | None] = asyncio.Queue()
         self._error: EtcdError | None = None
         self._closed = False
         self._stream_id, self._hub = handlers.service.open_stream(self._sink)
@@ -505,7 +519,7 @@ class WatchSession:
                 EtcdError(StatusCode.RESOURCE_EXHAUSTED, "synod: watch stream fell too far behind")
             )
             return
-        for message in convert.watch_responses(responses, self._handlers.header_fields):
+        for message in self._convert(responses, self._handlers.header_fields):
             self._queue.put_nowait(message)
 
     async def handle(self, request: rpc_pb2.WatchRequest) -> None:
@@ -522,7 +536,7 @@ class WatchSession:
         elif kind == "progress_request":
             self._sink((self._hub.request_progress(),))
 
-    async def responses(self) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    async def responses(self) -> AsyncIterator[WatchOut]:
         while True:
             response = await self._queue.get()
             if response is None:

@@ -81,7 +81,7 @@ class _Stream:
         self.method = method
         self.requests: asyncio.Queue[Message | None] = asyncio.Queue(STREAM_QUEUE_MAX)
         self.tasks: list[asyncio.Task[None]] = []
-        self.session: WatchSession | None = None
+        self.session: WatchSession[bytes] | None = None
         self.ended = False
 
     def start(self) -> None:
@@ -91,7 +91,7 @@ class _Stream:
             if not handlers.has_leader():
                 self.end(EtcdError(StatusCode.UNAVAILABLE, NO_LEADER))
                 return
-            self.session = handlers.open_watch()
+            self.session = handlers.open_serialized_watch()
             self.tasks.append(loop.create_task(self._pump_watch(self.session)))
             self.tasks.append(loop.create_task(self._monitor_leader(self.session)))
         self.tasks.append(loop.create_task(self._work()))
@@ -142,19 +142,19 @@ class _Stream:
             return
         self.end(None)
 
-    async def _pump_watch(self, session: WatchSession) -> None:
+    async def _pump_watch(self, session: WatchSession[bytes]) -> None:
         connection = self.connection
         try:
             async for response in session.responses():
                 if not connection.writable.is_set():
                     await connection.writable.wait()
-                connection.send(self.id, self.method.code, 0, response.SerializeToString())
+                connection.send(self.id, self.method.code, 0, response)
         except EtcdError as error:
             self.end(error)
             return
         self.end(None)
 
-    async def _monitor_leader(self, session: WatchSession) -> None:
+    async def _monitor_leader(self, session: WatchSession[bytes]) -> None:
         """etcd's monitorLeader: end the stream once the member is leaderless for long."""
         handlers = self.connection.door.handlers
         leaderless = 0

@@ -8,6 +8,7 @@ must not change (etcd's WatchResponse, ETCD_COMPAT.md).
 from __future__ import annotations
 
 from synod.api import convert
+from synod.api.proto.etcdserverpb.rpc_pb2 import WatchResponse
 from synod.kv.codec import encode_command
 from synod.kv.messages import (
     Command,
@@ -56,6 +57,17 @@ def test_bulk_conversion_matches_one_by_one_for_every_kind_of_response() -> None
         single = [convert.watch_response(value, _header) for value in batch]
         assert [m.SerializeToString() for m in bulk] == [m.SerializeToString() for m in single]
         assert bulk == single
+        bodies = convert.watch_response_bodies(batch, _header)
+        assert [WatchResponse.FromString(body) for body in bodies] == single
+
+
+def test_a_serialized_watch_id_parses_back_for_every_size_and_sign() -> None:
+    """The native door appends each watcher's id to a shared serialized body: the field
+    must parse back to the id, across varint lengths and for etcd's -1."""
+    for watch_id in (0, 1, 127, 128, 300, 2**31, 2**63 - 1, -1):
+        body = convert._watch_id_field(watch_id)
+        assert WatchResponse.FromString(body).watch_id == watch_id
+        assert WatchResponse(watch_id=watch_id).SerializeToString() == body
 
 
 def test_watchers_of_one_revision_share_its_events() -> None:

@@ -84,9 +84,10 @@ class FakeWatch:
             event = {"kv": {"key": b"k", "mod_revision": 5}}
             self.queue.put_nowait(rpc_pb2.WatchResponse(watch_id=1, events=[event]))
 
-    async def responses(self) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    async def responses(self) -> AsyncIterator[bytes]:
+        """Serialized, as the door asks for them (`open_serialized_watch`)."""
         while (response := await self.queue.get()) is not None:
-            yield response
+            yield response.SerializeToString()
 
     def close(self, error: EtcdError | None = None) -> None:
         self.closed = True
@@ -139,7 +140,7 @@ class FakeHandlers:
         for remaining in (2, 1, 0):
             yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=bytes([remaining]))
 
-    def open_watch(self) -> FakeWatch:
+    def open_serialized_watch(self) -> FakeWatch:
         watch = FakeWatch()
         self.watches.append(watch)
         return watch
