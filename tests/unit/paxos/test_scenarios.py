@@ -247,13 +247,19 @@ def test_promise_is_durable_before_it_is_revealed() -> None:
     assert ready.must_sync
 
 
-def test_follower_accept_reply_waits_for_persist() -> None:
-    cluster = Cluster(3)
+def _first_accepts(cluster: Cluster) -> list[Accept]:
+    """Member 1 leads and proposes one value: the Accepts carrying it, taken off the wire."""
     cluster.elect(1)
     cluster.node(1).propose([b"x"])
     cluster.member(1).driver.run()
     accepts = [m for m in cluster.in_flight if isinstance(m, Accept) and m.entries]
     cluster.in_flight.clear()
+    return accepts
+
+
+def test_follower_accept_reply_waits_for_persist() -> None:
+    cluster = Cluster(3)
+    accepts = _first_accepts(cluster)
     node2 = cluster.node(NodeId(accepts[0].dst))
     node2.step(accepts[0])
     ready = node2.ready()
@@ -362,11 +368,7 @@ def test_a_follower_syncs_a_commit_it_learns_before_replying() -> None:
     only members that could still win an election were gone. A learned commit is durable
     before the reply that follows it."""
     cluster = Cluster(3)
-    cluster.elect(1)
-    cluster.node(1).propose([b"x"])
-    cluster.member(1).driver.run()
-    accepts = [m for m in cluster.in_flight if isinstance(m, Accept) and m.entries]
-    cluster.in_flight.clear()
+    accepts = _first_accepts(cluster)
     follower = cluster.member(accepts[0].dst)
     follower.node.step(accepts[0])
     follower.driver.run()
