@@ -25,8 +25,10 @@ Group commit: `append` only queues records and returns a `Ticket`; one committer
 writes everything queued and issues one fsync for it, so records appended while an fsync is in
 flight go out together in the next one. `wait_durable(ticket)` (or `durable_future`) returns
 once that fsync succeeded. A failed write or fsync is never retried: the log turns failed and
-every waiter gets `StorageFatal` (`StorageFull` on ENOSPC). With `sync_thread=False` (the
-simulator) appends are written at once and fsynced by the caller's `wait_durable`.
+every waiter gets `StorageFatal` (`StorageFull` on ENOSPC). A `lazy` append (nobody waits
+for it) does not wake the committer: it goes out with the next fsync somebody needs. With
+`sync_thread=False` (the simulator, and members with `--wal-fsync loop`) appends are written
+at once and fsynced by the caller's `wait_durable`.
 """
 
 from __future__ import annotations
