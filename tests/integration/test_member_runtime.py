@@ -5,6 +5,8 @@ every acknowledged write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +16,11 @@ import msgpack
 import pytest
 
 from synod.paxos.config import Config as CoreConfig
+from synod.server import member as member_module
 from synod.server.config import ServerConfig, Url, parse_initial_cluster
 from synod.server.errors import NoLeader, RequestTimeout
 from synod.server.member import Member
+from synod.storage.fs import RealFile
 
 
 class DictService:
@@ -142,5 +146,41 @@ def test_requests_without_a_quorum_time_out_with_etcds_error(tmp_path: Path) -> 
                 await asyncio.wait_for(leader.read_barrier(), 10)
         assert not leader._writes and not leader._reads
         await leader.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("wal_fsync", ["loop", "thread"])
+def test_a_failed_fsync_stops_the_member_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wal_fsync: str
+) -> None:
+    """A failed fsync leaves the page cache untrustworthy: the member exits (code 70)
+    rather than acknowledge anything, wherever the log is fsynced (--wal-fsync)."""
+    exits: list[int] = []
+    monkeypatch.setattr(member_module.os, "_exit", exits.append)
+    monkeypatch.setattr(member_module.logging, "shutdown", lambda: None)
+
+    async def scenario() -> None:
+        config = replace(make_configs(tmp_path)[0], wal_fsync=wal_fsync)
+        alone = parse_initial_cluster(f"m0={config.listen_peer_url}", "test")
+        member = Member(replace(config, initial_cluster=alone), DictService())
+        await member.start()
+        await wait_for_leader([member])
+        await member.write(msgpack.packb(["before", 1]))
+
+        def broken_sync(self: RealFile) -> None:
+            raise OSError(errno.EIO, "injected fsync failure")
+
+        monkeypatch.setattr(RealFile, "sync", broken_sync)
+        write = asyncio.ensure_future(member.write(msgpack.packb(["after", 1])))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not exits and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert exits == [member_module.STORAGE_FAILED_EXIT]
+        assert not write.done() or write.exception() is not None, "never acknowledged"
+        write.cancel()
+        with contextlib.suppress(Exception):  # its storage failed: closing may raise
+            await member.stop()
 
     asyncio.run(scenario())
