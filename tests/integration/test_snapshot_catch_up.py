@@ -98,7 +98,10 @@ def test_a_lagging_member_catches_up_through_a_cut_snapshot_transfer(tmp_path: P
         assert leader.snapshot_sender.completed >= 1
         sent_at_cut, held_at_cut = cut_at[0]
         key = chunk_offsets[sent_at_cut - 1][0]
-        assert key[2] > 40 * CHUNK_BYTES, "the snapshot spanned many chunks"
+        # The transfer cut may be of an older snapshot than the newest: one offered while
+        # the follower was down resumes as soon as it is back (the leader reconnects at
+        # once). What matters is that the cut fell inside it.
+        assert key[2] > held_at_cut >= CUT_AFTER_CHUNKS * CHUNK_BYTES, "cut mid-transfer"
         after_cut = [offset for k, offset in chunk_offsets[sent_at_cut:] if k == key]
         assert after_cut, "the same snapshot went on after the cut"
         assert min(after_cut) >= held_at_cut, "resumed, not started over"
