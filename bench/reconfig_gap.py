@@ -29,7 +29,7 @@ from tests.integration.test_membership import (
     add_and_start,
     caught_up,
     remove,
-    status,
+    replace_dead,
     wait_until,
 )
 
@@ -75,15 +75,7 @@ def main() -> int:
                 cluster.wait_exit(index)
 
         def replace_leader() -> None:
-            leader = cluster.wait_leader()
-            dead = status(cluster, leader).header.member_id
-            cluster.kill(leader)
-            survivor = next(i for i in range(3) if i != leader)
-            remove(cluster, survivor, dead)
-            cluster.members[leader].removed = True
-            index, _ = add_and_start(cluster, survivor, "m6")
-            new_leader = cluster.wait_leader()
-            wait_until(lambda: caught_up(cluster, index, new_leader), CATCH_UP_TIMEOUT_S, "m6")
+            replace_dead(cluster, cluster.wait_leader(), "m6")
 
         phase(load, "add voter m3 (3 -> 4), catch up", lambda: grow("m3"))
         phase(load, "add voter m4 (4 -> 5), catch up", lambda: grow("m4"))

@@ -135,6 +135,22 @@ def add_and_start(
     return index, added.member.ID
 
 
+def replace_dead(cluster: SynodCluster, dead: int, name: str) -> tuple[int, int, int]:
+    """Member `dead` died for good: kill it, remove it through a survivor, add `name` in
+    its place and wait until the newcomer caught up with the leader; (the newcomer's index,
+    its member id, the survivor's index)."""
+    dead_id = status(cluster, dead).header.member_id
+    cluster.kill(dead)
+    survivor = next(i for i in range(3) if i != dead)
+    remove(cluster, survivor, dead_id)
+    cluster.members[dead].removed = True
+    index, new_id = add_and_start(cluster, survivor, name)
+    leader = cluster.wait_leader()
+    caught = functools.partial(caught_up, cluster, index, leader)
+    wait_until(caught, CATCH_UP_TIMEOUT_S, f"{name} caught up")
+    return index, new_id, survivor
+
+
 def remove(cluster: SynodCluster, via: int, member_id: int) -> rpc_pb2.MemberRemoveResponse:
     request = rpc_pb2.MemberRemoveRequest(ID=member_id)
     removed = retry(lambda: cluster_stub(cluster, via).MemberRemove(request, timeout=TIMEOUT_S))
@@ -265,13 +281,7 @@ def test_replace_a_killed_member(cluster: SynodCluster) -> None:
     with Client(cluster.endpoints, transport="grpc") as client:
         for number in range(50):
             client.put(f"before/{number}", "x")
-    cluster.kill(victim)
-    survivor = next(i for i in range(3) if i != victim)
-    remove(cluster, survivor, victim_id)
-    cluster.members[victim].removed = True
-    index, new_id = add_and_start(cluster, survivor, "m3")
-    leader = cluster.wait_leader()
-    wait_until(lambda: caught_up(cluster, index, leader), CATCH_UP_TIMEOUT_S, "catch up")
+    index, new_id, survivor = replace_dead(cluster, victim, "m3")
     with Client(cluster.members[index].endpoint, transport="grpc") as client:
         found = client.get("before/", prefix=True, serializable=True)
         assert len(found.kvs) == 50
@@ -439,16 +449,7 @@ def test_leader_killed_between_changes_under_load(cluster: SynodCluster) -> None
         leader = cluster.wait_leader()
         if leader == index:
             leader = 0
-        dead_id = status(cluster, leader).header.member_id
-        cluster.kill(leader)
-        survivor = next(i for i in range(3) if i != leader)
-        remove(cluster, survivor, dead_id)
-        cluster.members[leader].removed = True
-        fifth, _ = add_and_start(cluster, survivor, "m4")
-        new_leader = cluster.wait_leader()
-        wait_until(
-            functools.partial(caught_up, cluster, fifth, new_leader), CATCH_UP_TIMEOUT_S, "m4"
-        )
+        _, _, survivor = replace_dead(cluster, leader, "m4")
         time.sleep(1.0)
     finally:
         load.finish()
