@@ -159,31 +159,33 @@ def test_installed_snapshot_resets_the_log(tmp_path: Path) -> None:
     assert data == b"from the leader"
 
 
-def test_missing_snapshot_file_refuses_start(tmp_path: Path) -> None:
+def closed_with_a_snapshot(tmp_path: Path, data: bytes) -> tuple[Path, Path]:
+    """A closed data dir whose log is compacted to a snapshot of `data` at slot 5; (the
+    directory, its snapshot file)."""
     storage = open_storage(tmp_path)
     storage.save(None, [entry(slot) for slot in range(1, 10)], None, sync=True)
-    storage.compact(SnapshotMeta(Slot(5), MEMBERSHIP), b"five")
+    storage.compact(SnapshotMeta(Slot(5), MEMBERSHIP), data)
     storage.close()
     directory = tmp_path / "data"
     (snapshot,) = [n for n in os.listdir(directory) if n.endswith(".snap")]
-    os.remove(directory / snapshot)
+    return directory, directory / snapshot
+
+
+def test_missing_snapshot_file_refuses_start(tmp_path: Path) -> None:
+    directory, snapshot = closed_with_a_snapshot(tmp_path, b"five")
+    os.remove(snapshot)
     with pytest.raises(StorageCorrupt, match="snapshot file is missing"):
         DurableStorage.open(str(directory))
 
 
 def test_damaged_snapshot_file_refuses_start(tmp_path: Path) -> None:
-    storage = open_storage(tmp_path)
-    storage.save(None, [entry(slot) for slot in range(1, 10)], None, sync=True)
-    storage.compact(SnapshotMeta(Slot(5), MEMBERSHIP), b"five" * 100)
-    storage.close()
-    directory = tmp_path / "data"
-    (snapshot,) = [n for n in os.listdir(directory) if n.endswith(".snap")]
-    raw = bytearray((directory / snapshot).read_bytes())
+    directory, snapshot = closed_with_a_snapshot(tmp_path, b"five" * 100)
+    raw = bytearray(snapshot.read_bytes())
     raw[len(raw) // 2] ^= 0x08
-    (directory / snapshot).write_bytes(bytes(raw))
+    snapshot.write_bytes(bytes(raw))
     with pytest.raises(StorageCorrupt) as caught:
         DurableStorage.open(str(directory))
-    assert caught.value.path == str(directory / snapshot)
+    assert caught.value.path == str(snapshot)
 
 
 @pytest.mark.parametrize(
@@ -194,13 +196,8 @@ def test_a_snapshot_file_damaged_anywhere_refuses_start(tmp_path: Path, damage: 
     """Goal: the load hashes the data once (the frame's crc is combined from the data's)
     and decodes only the few bytes before it ahead of the check; a flipped bit anywhere,
     or a cut, is still refused. Method: damage one region of the file, reopen."""
-    storage = open_storage(tmp_path)
-    storage.save(None, [entry(slot) for slot in range(1, 10)], None, sync=True)
-    storage.compact(SnapshotMeta(Slot(5), MEMBERSHIP), b"five" * 100)
-    storage.close()
-    directory = tmp_path / "data"
-    (snapshot,) = [n for n in os.listdir(directory) if n.endswith(".snap")]
-    raw = bytearray((directory / snapshot).read_bytes())
+    directory, snapshot = closed_with_a_snapshot(tmp_path, b"five" * 100)
+    raw = bytearray(snapshot.read_bytes())
     data_start = len(raw) - 400
     assert raw[data_start - 3] == 0xC5, "a bin 16 header before the 400 data bytes"
     where = {
@@ -215,10 +212,10 @@ def test_a_snapshot_file_damaged_anywhere_refuses_start(tmp_path: Path, damage: 
         del raw[-1]
     else:
         raw[where[damage]] ^= 0x08
-    (directory / snapshot).write_bytes(bytes(raw))
+    snapshot.write_bytes(bytes(raw))
     with pytest.raises(StorageCorrupt) as caught:
         DurableStorage.open(str(directory))
-    assert caught.value.path == str(directory / snapshot)
+    assert caught.value.path == str(snapshot)
 
 
 def test_missing_oldest_segment_is_detected_as_a_hole(tmp_path: Path) -> None:
