@@ -86,6 +86,11 @@ def endpoint(
         return
     if ETCD is None:
         pytest.skip("etcd binary not on PATH (install Debian's etcd-server to run)")
+    yield from running_etcd(tmp_path_factory)
+
+
+def running_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A single-member etcd's client address while the caller runs; stopped afterwards."""
     for _ in range(3):  # a picked port may be taken before etcd binds it: try new ones
         process, address = start_etcd(tmp_path_factory.mktemp("etcd"))
         try:

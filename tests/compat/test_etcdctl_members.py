@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.test_client_vs_etcd import start_etcd, wait_ready
+from tests.compat.test_client_vs_etcd import running_etcd
 from tests.integration.cluster import free_ports, launch
 
 ETCD = shutil.which("etcd")
@@ -108,16 +108,7 @@ def transcript(endpoint: str) -> list[tuple[int, str, str]]:
 
 @pytest.fixture(scope="module")
 def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    for _ in range(3):
-        process, address = start_etcd(tmp_path_factory.mktemp("etcd"))
-        try:
-            if wait_ready(address, process):
-                yield address
-                return
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-    pytest.fail("etcd did not come up")
+    yield from running_etcd(tmp_path_factory)
 
 
 def test_member_commands_print_what_etcd_prints(etcd_endpoint: str, tmp_path: Path) -> None:
