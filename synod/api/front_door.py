@@ -4,8 +4,9 @@ An asyncio server accepts every client connection and looks at its first bytes:
 
 - the HTTP/2 connection preface (`PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n`, what every gRPC
   client sends first on a cleartext connection) → the connection is spliced, byte for byte
-  with flow control both ways, to the grpc.aio server listening on an internal address
-  (`127.0.0.1:PORT` or `unix:/path`);
+  with flow control both ways, to one of the member's gRPC worker processes
+  (synod.api.grpc_workers) or, with none serving, to the grpc.aio server in this process
+  listening on an internal address (`127.0.0.1:PORT` or `unix:/path`);
 - anything else → the connection is handed, with the bytes already read, to the aiohttp
   application's own protocol in this process (no second hop): `transport.set_protocol`,
   `connection_made`, `data_received`. Garbage is answered by aiohttp with a 400 and closed.
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -200,6 +202,8 @@ class FrontDoor:
         self.app = app
         self.first_bytes_timeout = first_bytes_timeout
         self.address: tuple[str, int] = ("", 0)
+        # Where gRPC connections go first: synod.api.grpc_workers.GrpcWorkers.targets
+        self.workers: Callable[[], list[str]] | None = None
         self.grpc_connections = 0
         self.http_connections = 0
         self._server: asyncio.Server | None = None
@@ -238,23 +242,16 @@ class FrontDoor:
         return protocol  # type: ignore[no-any-return]
 
     async def _open_upstream(self, factory: Any) -> None:
-        loop = asyncio.get_running_loop()
-        target = self.grpc_target
-        if target.startswith("unix:"):
-            path = target[len("unix:") :]
-            if path.startswith("//"):
-                path = path[2:]
-            await loop.create_unix_connection(factory, path)
-            return
-        host, _, port = target.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        _, protocol = await loop.create_connection(factory, host, int(port))
-        transport = protocol.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        """Connect `factory` to a gRPC worker that serves, or else to the member's own
+        gRPC server (a worker that just died is skipped)."""
+        workers = self.workers() if self.workers is not None else []
+        for target in workers:
+            try:
+                await _connect(target, factory)
+                return
+            except OSError as error:
+                log.info("front door: gRPC worker %s unreachable (%s); next", target, error)
+        await _connect(self.grpc_target, factory)
 
     async def close(self) -> None:
         """Stop listening, close every connection, stop the HTTP handlers."""
@@ -279,6 +276,25 @@ class FrontDoor:
     async def stop(self, grace: float | None = None) -> None:
         """`close()` under the name synod.server.main's ClientDoor expects."""
         await self.close()
+
+
+async def _connect(target: str, factory: Any) -> None:
+    loop = asyncio.get_running_loop()
+    if target.startswith("unix:"):
+        path = target[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        await loop.create_unix_connection(factory, path)
+        return
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    _, protocol = await loop.create_connection(factory, host, int(port))
+    transport = protocol.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 async def start_front_door(

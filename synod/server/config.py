@@ -72,6 +72,9 @@ class ServerConfig:
     # "thread" (a committer thread; the loop keeps running during the fsync, which suits a
     # disk whose fsync takes milliseconds).
     wal_fsync: str = "loop"
+    # Processes serving the gRPC door beside the member (synod.api.grpc_workers); 0: the
+    # member serves gRPC in its own process.
+    grpc_workers: int = 1
     # Set when this member joined a running cluster (--initial-cluster-state existing):
     # the ids the cluster assigned and the member table it had then (encoded).
     joined: JoinedCluster | None = None

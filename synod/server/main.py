@@ -28,11 +28,12 @@ from typing import Protocol
 
 import msgpack
 
-from synod.api.front_door import start_etcd_client_port
+from synod.api.front_door import EtcdClientPort, start_etcd_client_port
 from synod.api.grpc_server import start_grpc
+from synod.api.grpc_workers import GrpcWorkers
 from synod.api.handlers import Handlers
 from synod.api.metrics import SynodMetrics, member_sampler
-from synod.api.native import start_native_door
+from synod.api.native import NativeDoor, start_native_door
 from synod.api.proto.native_wire import NATIVE_PORT_OFFSET
 from synod.paxos.config import Config as CoreConfig
 from synod.paxos.config import ConfigError as CoreConfigError
@@ -121,6 +122,12 @@ FLAGS = (
         "loop",
         "Synod only: 'loop' fsyncs the log on the event loop (lowest cost per round), "
         "'thread' on a committer thread (for a disk whose fsync takes milliseconds)",
+    ),
+    Flag(
+        "grpc-workers",
+        "1",
+        "Synod only: processes that serve the gRPC door beside the member, relaying to it "
+        "over the native door (0: the member serves gRPC itself)",
     ),
     Flag("log-level", "info", "debug, info, warning or error"),
 )
@@ -217,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         client_urls_of=_client_urls_of(args.initial_cluster_client_urls),
         native_port=native_port,
         wal_fsync=_choice_flag(args.wal_fsync, "wal-fsync", ("loop", "thread")),
+        grpc_workers=_int_flag(args.grpc_workers, "grpc-workers", 0),
     )
 
 
@@ -461,13 +469,18 @@ async def run_member(
                 doors.append(await client_door(handlers, _address(url)))
             except OSError as error:
                 raise StartError(f"cannot listen for clients on {url}: {error}") from error
+        native: NativeDoor | None = None
         if config.native_port is not None:
             native_host = config.listen_client_urls[0].host
             try:
-                doors.append(await start_native_door(handlers, (native_host, config.native_port)))
+                native = await start_native_door(handlers, (native_host, config.native_port))
+                doors.append(native)
             except OSError as error:
                 # clients fall back to gRPC without it: a busy port is worth a loud line only
                 log.error("native door NOT serving on port %d: %s", config.native_port, error)
+        workers = _start_grpc_workers(config, native, doors)
+        if workers is not None:
+            doors.insert(0, workers)
         progress = asyncio.create_task(_progress_notifier(service, progress_interval_s))
         log.info(
             "member %s (%016x) of cluster %016x serving clients on %s",
@@ -488,6 +501,27 @@ async def run_member(
         for door in doors:
             await door.stop(STOP_GRACE_S)
         await member.stop()
+
+
+def _start_grpc_workers(
+    config: ServerConfig, native: NativeDoor | None, doors: list[ClientDoor]
+) -> GrpcWorkers | None:
+    """The member's gRPC workers, relaying to its native door and proxying the rest to the
+    first client port's own gRPC server; None when there are none to start."""
+    ports = [door for door in doors if isinstance(door, EtcdClientPort)]
+    if config.grpc_workers == 0 or native is None or not ports:
+        return None
+    host, port = native.address
+    workers = GrpcWorkers(
+        config.grpc_workers,
+        f"{host or '127.0.0.1'}:{port}",
+        ports[0].door.grpc_target,
+        logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+    )
+    workers.start()
+    for client_port in ports:
+        client_port.door.workers = workers.targets
+    return workers
 
 
 async def _until_stopped(stop: asyncio.Event, member: Member) -> None:

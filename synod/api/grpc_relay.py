@@ -1,0 +1,347 @@
+"""A gRPC worker: a process beside its member that serves the etcd gRPC API for it.
+
+grpc.aio costs about 150 µs of CPU per call, more than a member spends on a whole
+replicated put, and inside the member it runs on the event loop that drives consensus.
+A worker takes that cost to a process of its own (the member's front door splices gRPC
+connections to it):
+
+- the unary calls the native door serves (KV, lease grant/revoke/ttl/leases, cluster,
+  status, alarm, hash, move-leader) are relayed as bytes over one native connection to the
+  member: the gRPC request is the frame's body and the frame's answer is the gRPC response,
+  nothing is parsed here. An error frame becomes the same gRPC status and etcd message the
+  member's own gRPC server would give;
+- every other method (Watch, LeaseKeepAlive, Snapshot, Defragment, Lock, Election) is
+  proxied to the member's in-process gRPC server, with its metadata and deadline.
+
+A relayed call whose client goes away or whose deadline passes is cancelled at the member
+(an end frame), as the native door's own clients do. The worker exits when its member
+does: its stdin is a pipe only the member holds.
+
+    python -m synod.api.grpc_relay --native 127.0.0.1:2381 --member-grpc 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+
+from synod.api.grpc_server import build_server
+from synod.api.proto import native_wire as wire
+from synod.api.proto.etcdserverpb import rpc_pb2
+from synod.api.proto.v3electionpb import v3election_pb2
+from synod.api.proto.v3lockpb import v3lock_pb2
+
+log = logging.getLogger(__name__)
+
+READY_PREFIX = "listening "  # the line a worker prints once it serves: "listening HOST:PORT"
+CONNECT_TIMEOUT_S = 2.0
+_STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
+_PROTO_FILES = (rpc_pb2.DESCRIPTOR, v3lock_pb2.DESCRIPTOR, v3election_pb2.DESCRIPTOR)
+# Metadata grpc sets itself on every call; forwarding it would duplicate it.
+_OWN_METADATA = ("user-agent", "grpc-")
+
+
+class MemberLost(Exception):
+    """The native connection to the member broke; the call's outcome is unknown."""
+
+
+class _NativeLink(asyncio.Protocol):
+    """The worker's connection to its member's native door: raw frames, one future each."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self.lost = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            frames = wire.decode_frames(self.buffer, wire.CLIENT_FRAME_BYTES_MAX)
+        except wire.FrameError as error:
+            log.error("gRPC worker: bad frame from the member: %s", error)
+            self.close()
+            return
+        for request_id, _, flags, body in frames:
+            future = self.calls.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result((flags, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        calls, self.calls = self.calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(MemberLost(f"connection to the member lost: {exc}"))
+
+    def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
+        """Queue one frame; frames queued in one loop iteration leave in one write."""
+        self._out.append(wire.encode_frame(request_id, method, flags, body))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self.transport is not None and not self.lost and out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class NativeRelay:
+    """Relays unary calls to the member's native door over one connection, reopened on
+    the next call after it broke."""
+
+    def __init__(self, native_address: str) -> None:
+        host, _, port = native_address.rpartition(":")
+        self._host = host.strip("[]") or "127.0.0.1"
+        self._port = int(port)
+        self._ids = itertools.count(1)
+        self._link: _NativeLink | None = None
+        self._opening: asyncio.Future[_NativeLink] | None = None
+
+    async def _connected(self) -> _NativeLink:
+        link = self._link
+        if link is not None and not link.lost:
+            return link
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        opening = self._opening
+        try:
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _open(self) -> _NativeLink:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, link = await loop.create_connection(_NativeLink, self._host, self._port)
+                hello = loop.create_future()
+                link.calls[0] = hello
+                link.send(0, wire.HELLO, 0, wire.HELLO_BODY)
+                flags, body = await hello
+        except (OSError, TimeoutError, MemberLost) as error:
+            raise MemberLost(f"cannot reach the member's native door: {error}") from error
+        if flags != 0 or body != wire.HELLO_BODY:
+            link.close()
+            raise MemberLost("the member's native door answered the hello wrongly")
+        self._link = link
+        return link
+
+    async def call(self, method: int, body: bytes) -> tuple[int, bytes]:
+        """(flags, body) of the member's answer; cancelling the call cancels it there."""
+        link = self._link
+        if link is None or link.lost:
+            link = await self._connected()
+        request_id = next(self._ids)
+        future: asyncio.Future[tuple[int, bytes]] = link._loop.create_future()
+        link.calls[request_id] = future
+        link.send(request_id, method, 0, body)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if link.calls.pop(request_id, None) is not None and not link.lost:
+                link.send(request_id, method, wire.FLAG_END, b"")
+            raise
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
+
+
+def _forwarded_metadata(context: aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple(
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if not key.startswith(":") and not key.startswith(_OWN_METADATA)
+    )
+
+
+def _relayed(relay: NativeRelay, code: int) -> grpc.RpcMethodHandler:
+    async def unary(request: bytes, context: aio.ServicerContext) -> bytes:
+        try:
+            flags, body = await relay.call(code, request)
+        except MemberLost as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            raise AssertionError("abort returns only by raising") from None
+        if flags & wire.FLAG_ERROR:
+            status, message = wire.decode_error(body)
+            await context.abort(_STATUS.get(status, grpc.StatusCode.UNKNOWN), message)
+        return body
+
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> None:
+    await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+
+
+def _proxied(channel: aio.Channel, path: str, streams_in: bool, streams_out: bool) -> Any:
+    """A handler that passes one method's calls to the member's own gRPC server."""
+
+    def options(context: aio.ServicerContext) -> dict[str, Any]:
+        return {"metadata": _forwarded_metadata(context), "timeout": context.time_remaining()}
+
+    if not streams_in and not streams_out:
+        call_unary = channel.unary_unary(path)
+
+        async def unary_unary(request: bytes, context: aio.ServicerContext) -> bytes:
+            try:
+                response: bytes = await call_unary(request, **options(context))
+            except aio.AioRpcError as error:
+                await _abort_as(context, error)
+                raise
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary)
+
+    async def relay_responses(call: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        try:
+            async for response in call:
+                yield response
+        except aio.AioRpcError as error:
+            await _abort_as(context, error)
+        finally:
+            call.cancel()
+
+    # grpc.aio tells a streaming handler by it being an async generator function: each
+    # handler below must be one itself, not return one.
+    if not streams_in:
+        call_unary_stream = channel.unary_stream(path)
+
+        async def unary_stream(
+            request: bytes, context: aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            call = call_unary_stream(request, **options(context))
+            async for response in relay_responses(call, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream)
+
+    if not streams_out:
+        call_stream_unary = channel.stream_unary(path)
+
+        async def stream_unary(requests: Any, context: aio.ServicerContext) -> bytes:
+            try:
+                response: bytes = await call_stream_unary(requests, **options(context))
+            except aio.AioRpcError as error:
+                await _abort_as(context, error)
+                raise
+            return response
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary)
+
+    call_stream_stream = channel.stream_stream(path)
+
+    async def stream_stream(requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        call = call_stream_stream(requests, **options(context))
+        async for response in relay_responses(call, context):
+            yield response
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream)
+
+
+def method_handlers(
+    relay: NativeRelay, channel: aio.Channel
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Service name → method name → handler, for every service of the etcd API: the
+    native door's unary methods relayed, the rest proxied."""
+    services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for proto_file in _PROTO_FILES:
+        for service in proto_file.services_by_name.values():
+            handlers: dict[str, grpc.RpcMethodHandler] = {}
+            for method in service.methods:
+                native = wire.METHODS_BY_NAME.get(method.name)
+                streams_in = method.client_streaming
+                streams_out = method.server_streaming
+                if native is not None and not native.streaming and not streams_in:
+                    handlers[method.name] = _relayed(relay, native.code)
+                else:
+                    path = f"/{service.full_name}/{method.name}"
+                    handlers[method.name] = _proxied(channel, path, streams_in, streams_out)
+            services[service.full_name] = handlers
+    return services
+
+
+async def serve(
+    native_address: str, member_grpc: str, listen: str, ready: Callable[[str], None]
+) -> None:
+    """Serve until stdin closes (the member exited or stopped this worker)."""
+    relay = NativeRelay(native_address)
+    channel = aio.insecure_channel(
+        member_grpc,
+        options=[
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+        ],
+    )
+    server = build_server()
+    for name, handlers in method_handlers(relay, channel).items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"gRPC worker cannot listen on {listen}")
+    await server.start()
+    ready(f"{listen.rpartition(':')[0]}:{port}")
+    member_gone = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class _Stdin(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            member_gone.set()
+
+    await loop.connect_read_pipe(_Stdin, sys.stdin)
+    await member_gone.wait()
+    await server.stop(0.2)
+    relay.close()
+    await channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Synod's gRPC worker (started by a member)")
+    parser.add_argument("--native", required=True, help="the member's native door host:port")
+    parser.add_argument("--member-grpc", required=True, help="the member's own gRPC server")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="host:port to serve gRPC on")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s grpc-worker %(levelname)s: %(message)s"
+    )
+
+    def ready(address: str) -> None:
+        print(READY_PREFIX + address, flush=True)
+
+    import uvloop
+
+    uvloop.run(serve(args.native, args.member_grpc, args.listen, ready))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
