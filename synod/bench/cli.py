@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from synod.bench import procstat
 from synod.bench.clusters import LocalCluster
 from synod.bench.doors import door_answers, native_available
 from synod.bench.report import ratios, ratios_table, results_table, to_json
@@ -200,9 +201,11 @@ def measure(
                 specs = phase_specs(phase, common, len(pool.pids))
                 if phase.workload.startswith("get") and not preloaded:
                     specs[0]["preload"] = preloaded = True
+                # a server's children count as the server (Synod's gRPC workers)
+                server_pids = procstat.with_descendants(target.server_pids)
                 try:
                     run = pool.run_phase(
-                        specs, args.seconds, target.server_pids, count_bound=phase.count_bound
+                        specs, args.seconds, server_pids, count_bound=phase.count_bound
                     )
                 except RuntimeError as error:
                     progress(f"[{label}] {phase.workload}@{phase.concurrency}: skipped: {error}")
@@ -213,7 +216,7 @@ def measure(
                     workload=phase.workload,
                     concurrency=phase.concurrency,
                     run=run,
-                    server_pids=target.server_pids,
+                    server_pids=server_pids,
                     client_pids=pool.pids[: len(specs)],
                     cpus=os.cpu_count() or 1,
                 )

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 UTIME_FIELD = 14  # 1-based field numbers of proc(5)
 STIME_FIELD = 15
 STATE_FIELD = 3
+PPID_FIELD = 4
 
 
 def clock_ticks_per_s() -> int:
@@ -38,6 +39,33 @@ def cpu_s(pid: int, proc_root: str = "/proc") -> float:
         return 0.0
     utime, stime = parse_stat(text)
     return (utime + stime) / clock_ticks_per_s()
+
+
+def parent_pid(text: str) -> int:
+    """The parent's pid (field 4) from the text of /proc/PID/stat."""
+    return int(text[text.rfind(")") + 1 :].split()[PPID_FIELD - STATE_FIELD])
+
+
+def with_descendants(pids: Iterable[int], proc_root: str = "/proc") -> list[int]:
+    """`pids` and every process below them, as they are now."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc_root}/{entry}/stat") as stat_file:
+                parent = parent_pid(stat_file.read())
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or not a process
+        children.setdefault(parent, []).append(int(entry))
+    found: list[int] = []
+    pending = list(pids)
+    while pending:
+        pid = pending.pop(0)
+        if pid not in found:
+            found.append(pid)
+            pending.extend(sorted(children.get(pid, ())))
+    return found
 
 
 def sample(pids: Iterable[int], proc_root: str = "/proc") -> dict[int, float]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +104,27 @@ def test_cpu_of_this_process_grows_and_a_missing_pid_is_zero(tmp_path: Path) -> 
     assert after >= before > 0.0
     assert procstat.cpu_s(999_999_999) == 0.0
     assert procstat.deltas({1: 2.0, 2: 5.0}, {1: 3.5}) == {1: 1.5, 2: 0.0}
+
+
+def test_a_server_counts_with_its_children_and_theirs() -> None:
+    """Synod's gRPC workers are a member's children: their CPU is the server's."""
+    sleep = "import time; time.sleep(30)"
+    spawn = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {!r}]); " + sleep
+    server = subprocess.Popen([sys.executable, "-c", spawn.format(spawn.format(sleep))])
+    found: list[int] = []
+    try:
+        for _ in range(200):
+            found = procstat.with_descendants([server.pid])
+            if len(found) == 3:
+                break
+            time.sleep(0.05)
+        assert found[0] == server.pid and len(found) == 3
+        assert procstat.with_descendants([999_999_999]) == [999_999_999]
+    finally:
+        for pid in reversed(found):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.wait()
 
 
 def test_parse_machine_stat() -> None:
