@@ -6,6 +6,7 @@ through a client; it uses no client of its own beyond a status probe over gRPC.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.bench import procstat
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -175,6 +177,26 @@ class SynodCluster:
                     member.popen.wait()
                 member.popen = None
 
+    def _with_workers(self) -> list[int]:
+        """Live members expected to run a gRPC worker: waited for, so that the tests'
+        gRPC connections (made after wait_leader) reach the member through it."""
+        flags = " ".join(self.extra_flags)
+        return [] if "--grpc-workers 0" in flags else self.live()
+
+    def worker_pids(self, index: int) -> list[int]:
+        popen = self.members[index].popen
+        assert popen is not None, f"member {index} is not running"
+        return procstat.with_descendants([popen.pid])[1:]
+
+    def worker_address(self, index: int) -> str | None:
+        """Where member `index`'s gRPC worker serves; None while none does."""
+        text = self.members[index].log_path.read_text(errors="replace")
+        for pid in self.worker_pids(index):
+            found = re.search(rf"gRPC worker \d+ \(pid {pid}\) serving on (\S+)", text)
+            if found is not None:
+                return found.group(1)
+        return None
+
     def live(self) -> list[int]:
         return [i for i, m in enumerate(self.members) if m.popen is not None]
 
@@ -204,7 +226,8 @@ class SynodCluster:
                     status = self._status(index)
                     leaders.add(status.leader)
                     ids[status.header.member_id] = index
-                if len(leaders) == 1 and 0 not in leaders and leaders <= set(ids):
+                agreed = len(leaders) == 1 and 0 not in leaders and leaders <= set(ids)
+                if agreed and all(self.worker_address(i) for i in self._with_workers()):
                     return ids[leaders.pop()]
             except grpc.RpcError:
                 pass
