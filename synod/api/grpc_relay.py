@@ -199,7 +199,8 @@ def _relayed(relay: NativeRelay, code: int) -> grpc.RpcMethodHandler:
 
 
 async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> None:
-    await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+    trailing = tuple(error.trailing_metadata() or ())  # aio's Metadata; abort takes tuples
+    await context.abort(error.code(), error.details() or "", trailing)
 
 
 def _proxied(channel: aio.Channel, path: str, streams_in: bool, streams_out: bool) -> Any:

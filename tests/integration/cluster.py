@@ -180,8 +180,12 @@ class SynodCluster:
     def _with_workers(self) -> list[int]:
         """Live members expected to run a gRPC worker: waited for, so that the tests'
         gRPC connections (made after wait_leader) reach the member through it."""
-        flags = " ".join(self.extra_flags)
-        return [] if "--grpc-workers 0" in flags else self.live()
+        expected = []
+        for index in self.live():
+            flags = " ".join(self.command(self.members[index]))
+            if "--grpc-workers 0" not in flags and "--listen-native-url off" not in flags:
+                expected.append(index)
+        return expected
 
     def worker_pids(self, index: int) -> list[int]:
         popen = self.members[index].popen
