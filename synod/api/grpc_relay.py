@@ -10,8 +10,12 @@ connections to it):
   member: the gRPC request is the frame's body and the frame's answer is the gRPC response,
   nothing is parsed here. An error frame becomes the same gRPC status and etcd message the
   member's own gRPC server would give;
-- every other method (Watch, LeaseKeepAlive, Snapshot, Defragment, Lock, Election) is
-  proxied to the member's in-process gRPC server, with its metadata and deadline.
+- the Watch and LeaseKeepAlive streams are relayed the same way, on native streams (a
+  watch event reaches the worker as the bytes of its response); a watch whose client
+  requires a leader (etcd's `hasleader` metadata) is opened as one, so that the member
+  refuses or ends it without a leader, as etcd does;
+- every other method (Snapshot, Defragment, Lock, Election) is proxied to the member's
+  in-process gRPC server, with its metadata and deadline.
 
 A relayed call whose client goes away or whose deadline passes is cancelled at the member
 (an end frame), as the native door's own clients do. The worker exits when its member
@@ -35,7 +39,8 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from synod.api.grpc_server import build_server
+from synod.api.grpc_server import REQUIRE_LEADER_KEY, build_server
+from synod.api.native import STREAMS_MAX
 from synod.api.proto import native_wire as wire
 from synod.api.proto.etcdserverpb import rpc_pb2
 from synod.api.proto.v3electionpb import v3election_pb2
@@ -46,9 +51,16 @@ log = logging.getLogger(__name__)
 READY_PREFIX = "listening "  # the line a worker prints once it serves: "listening HOST:PORT"
 CONNECT_TIMEOUT_S = 2.0
 _STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
+_UNAVAILABLE = int(grpc.StatusCode.UNAVAILABLE.value[0])
+STREAM_BUFFER_MAX = 100_000  # responses held for a gRPC client that does not read
+_HALF_CLOSED = -1  # put in a relayed stream's inbox when its gRPC client half-closed
+STREAMS_PER_LINK = STREAMS_MAX // 2  # streams on one native connection, under its limit
 _PROTO_FILES = (rpc_pb2.DESCRIPTOR, v3lock_pb2.DESCRIPTOR, v3election_pb2.DESCRIPTOR)
 # Metadata grpc sets itself on every call; forwarding it would duplicate it.
 _OWN_METADATA = ("user-agent", "grpc-")
+
+
+_Inbox = asyncio.Queue[tuple[int, bytes]]
 
 
 class MemberLost(Exception):
@@ -62,6 +74,7 @@ class _NativeLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self.streams: dict[int, tuple[int, _Inbox]] = {}  # id → (method, inbox)
         self.lost = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -84,8 +97,22 @@ class _NativeLink(asyncio.Protocol):
             return
         for request_id, _, flags, body in frames:
             future = self.calls.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_result((flags, body))
+            if future is not None:
+                if not future.done():
+                    future.set_result((flags, body))
+                continue
+            stream = self.streams.get(request_id)
+            if stream is None:
+                continue
+            method, inbox = stream
+            if flags & wire.FLAG_END:
+                del self.streams[request_id]
+            elif inbox.qsize() >= STREAM_BUFFER_MAX:  # its client stopped reading
+                del self.streams[request_id]
+                self.send(request_id, method, wire.FLAG_END, b"")
+                flags = wire.FLAG_END | wire.FLAG_ERROR
+                body = wire.encode_error(_UNAVAILABLE, "stream fell too far behind")
+            inbox.put_nowait((flags, body))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -93,6 +120,10 @@ class _NativeLink(asyncio.Protocol):
         for future in calls.values():
             if not future.done():
                 future.set_exception(MemberLost(f"connection to the member lost: {exc}"))
+        streams, self.streams = self.streams, {}
+        ended = wire.encode_error(_UNAVAILABLE, f"connection to the member lost: {exc}")
+        for _, inbox in streams.values():
+            inbox.put_nowait((wire.FLAG_END | wire.FLAG_ERROR, ended))
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
         """Queue one frame; frames queued in one loop iteration leave in one write."""
@@ -113,8 +144,9 @@ class _NativeLink(asyncio.Protocol):
 
 
 class NativeRelay:
-    """Relays unary calls to the member's native door over one connection, reopened on
-    the next call after it broke."""
+    """Relays calls to the member's native door: unary calls over one connection, streams
+    over as many as keep each under the door's per-connection stream limit. A broken
+    connection is reopened when next needed."""
 
     def __init__(self, native_address: str) -> None:
         host, _, port = native_address.rpartition(":")
@@ -123,6 +155,8 @@ class NativeRelay:
         self._ids = itertools.count(1)
         self._link: _NativeLink | None = None
         self._opening: asyncio.Future[_NativeLink] | None = None
+        self._stream_links: list[_NativeLink] = []
+        self._stream_opening = asyncio.Lock()
 
     async def _connected(self) -> _NativeLink:
         link = self._link
@@ -132,7 +166,8 @@ class NativeRelay:
             self._opening = asyncio.ensure_future(self._open())
         opening = self._opening
         try:
-            return await asyncio.shield(opening)
+            self._link = await asyncio.shield(opening)
+            return self._link
         finally:
             if opening.done() and self._opening is opening:
                 self._opening = None
@@ -151,7 +186,6 @@ class NativeRelay:
         if flags != 0 or body != wire.HELLO_BODY:
             link.close()
             raise MemberLost("the member's native door answered the hello wrongly")
-        self._link = link
         return link
 
     async def call(self, method: int, body: bytes) -> tuple[int, bytes]:
@@ -170,9 +204,24 @@ class NativeRelay:
                 link.send(request_id, method, wire.FLAG_END, b"")
             raise
 
+    async def open_stream(self, method: int) -> tuple[_NativeLink, int, _Inbox]:
+        """A new stream: its link, its id, and where its frames arrive ((flags, body)
+        each, the last with FLAG_END). It opens at the member with its first frame."""
+        async with self._stream_opening:
+            self._stream_links = [link for link in self._stream_links if not link.lost]
+            link = next((x for x in self._stream_links if len(x.streams) < STREAMS_PER_LINK), None)
+            if link is None:
+                link = await self._open()
+                self._stream_links.append(link)
+        stream_id = next(self._ids)
+        inbox: _Inbox = asyncio.Queue()
+        link.streams[stream_id] = (method, inbox)
+        return link, stream_id, inbox
+
     def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
+        for link in [self._link, *self._stream_links]:
+            if link is not None:
+                link.close()
 
 
 def _forwarded_metadata(context: aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
@@ -196,6 +245,65 @@ def _relayed(relay: NativeRelay, code: int) -> grpc.RpcMethodHandler:
         return body
 
     return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHandler:
+    """A stream (Watch, LeaseKeepAlive) relayed on a native stream.
+
+    A watch requires a leader only when its client says so (etcd's `hasleader` metadata);
+    it keeps sending after the client half-closes, as etcd's does. A keep-alive stream
+    ends once the requests sent before the half-close are answered, as etcd's does."""
+    ends_with_requests = method.name == "LeaseKeepAlive"
+
+    async def stream(requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        first_flags = 0
+        if method.name == "Watch" and not _requires_leader(context):
+            first_flags = wire.FLAG_LEADERLESS_OK
+        try:
+            link, stream_id, inbox = await relay.open_stream(method.code)
+        except MemberLost as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            return
+        sent = 0
+
+        async def pump() -> None:
+            nonlocal sent
+            async for request in requests:
+                if link.lost or stream_id not in link.streams:
+                    return
+                link.send(stream_id, method.code, first_flags if sent == 0 else 0, request)
+                sent += 1
+            inbox.put_nowait((_HALF_CLOSED, b""))
+
+        reader = asyncio.create_task(pump())
+        answered = 0
+        half_closed = False
+        try:
+            while True:
+                flags, body = await inbox.get()
+                if flags == _HALF_CLOSED:
+                    half_closed = True
+                else:
+                    if flags & wire.FLAG_ERROR:
+                        status, message = wire.decode_error(body)
+                        await context.abort(_STATUS.get(status, grpc.StatusCode.UNKNOWN), message)
+                    if flags & wire.FLAG_END:
+                        return
+                    yield body
+                    answered += 1
+                if ends_with_requests and half_closed and answered >= sent:
+                    return
+        finally:
+            reader.cancel()
+            if link.streams.pop(stream_id, None) is not None and not link.lost:
+                link.send(stream_id, method.code, wire.FLAG_END, b"")
+
+    return grpc.stream_stream_rpc_method_handler(stream)
+
+
+def _requires_leader(context: aio.ServicerContext) -> bool:
+    metadata = context.invocation_metadata() or ()
+    return any(key == REQUIRE_LEADER_KEY and value == "true" for key, value in metadata)
 
 
 async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> None:
@@ -281,11 +389,16 @@ def method_handlers(
                 native = wire.METHODS_BY_NAME.get(method.name)
                 streams_in = method.client_streaming
                 streams_out = method.server_streaming
-                if native is not None and not native.streaming and not streams_in:
+                path = f"/{service.full_name}/{method.name}"
+                proxied = _proxied(channel, path, streams_in, streams_out)
+                if native is None:
+                    handlers[method.name] = proxied
+                elif not native.streaming:
                     handlers[method.name] = _relayed(relay, native.code)
+                elif streams_in and streams_out:
+                    handlers[method.name] = _relayed_stream(relay, native)
                 else:
-                    path = f"/{service.full_name}/{method.name}"
-                    handlers[method.name] = _proxied(channel, path, streams_in, streams_out)
+                    handlers[method.name] = proxied
             services[service.full_name] = handlers
     return services
 

@@ -75,10 +75,17 @@ class _Stream:
     """One client stream (watch or keep-alive): its requests handled one at a time, in
     order, by a worker task; its responses sent as frames with the stream's id."""
 
-    def __init__(self, connection: NativeConnection, stream_id: int, method: wire.Method):
+    def __init__(
+        self,
+        connection: NativeConnection,
+        stream_id: int,
+        method: wire.Method,
+        leader_required: bool = True,
+    ) -> None:
         self.connection = connection
         self.id = stream_id
         self.method = method
+        self.leader_required = leader_required
         self.requests: asyncio.Queue[Message | None] = asyncio.Queue(STREAM_QUEUE_MAX)
         self.tasks: list[asyncio.Task[None]] = []
         self.session: WatchSession[bytes] | None = None
@@ -88,12 +95,13 @@ class _Stream:
         loop = asyncio.get_running_loop()
         handlers = self.connection.door.handlers
         if self.method.name == "Watch":
-            if not handlers.has_leader():
+            if self.leader_required and not handlers.has_leader():
                 self.end(EtcdError(StatusCode.UNAVAILABLE, NO_LEADER))
                 return
             self.session = handlers.open_serialized_watch()
             self.tasks.append(loop.create_task(self._pump_watch(self.session)))
-            self.tasks.append(loop.create_task(self._monitor_leader(self.session)))
+            if self.leader_required:
+                self.tasks.append(loop.create_task(self._monitor_leader(self.session)))
         self.tasks.append(loop.create_task(self._work()))
 
     def feed(self, request: Message) -> bool:
@@ -280,7 +288,7 @@ class NativeConnection(asyncio.Protocol):
             return
         request = wire.parse(method.request, body)
         if method.streaming:
-            self._stream_request(request_id, method, request)
+            self._stream_request(request_id, method, request, flags)
             return
         if request_id in self.calls or request_id in self.streams:
             raise wire.FrameError(f"request id {request_id} already in use")
@@ -289,14 +297,17 @@ class NativeConnection(asyncio.Protocol):
             self._unary(request_id, method, handler, request)
         )
 
-    def _stream_request(self, stream_id: int, method: wire.Method, request: Message) -> None:
+    def _stream_request(
+        self, stream_id: int, method: wire.Method, request: Message, flags: int
+    ) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id in self.calls:
                 raise wire.FrameError(f"request id {stream_id} already in use")
             if len(self.streams) >= STREAMS_MAX:
                 raise wire.FrameError(f"more than {STREAMS_MAX} streams")
-            stream = _Stream(self, stream_id, method)
+            leader_required = not flags & wire.FLAG_LEADERLESS_OK
+            stream = _Stream(self, stream_id, method, leader_required)
             self.streams[stream_id] = stream
             stream.start()
         elif stream.method is not method:

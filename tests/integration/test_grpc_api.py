@@ -535,7 +535,7 @@ def test_serve_refuses_a_data_dir_of_another_cluster_and_a_busy_port(
     assert b"bad URL" in bad.stderr
 
 
-def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_end(
+def test_without_quorum_writes_fail_with_no_leader_and_only_leader_requiring_watches_end(
     cluster: Cluster,
 ) -> None:
     """Runs last: it leaves one member of three."""
@@ -545,6 +545,8 @@ def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_
     while get(cluster, 0, b"/nl/before", serializable=True).header.revision < written:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    plain = Watch(cluster.channel(0), rpc_pb2.WatchCreateRequest(key=b"/nl/plain"))
+    assert plain.next().created
     for index in cluster.live():
         if index != 0:
             cluster.kill(index)
@@ -566,6 +568,13 @@ def test_without_quorum_writes_fail_with_no_leader_and_leader_requiring_watches_
             pass
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert ended.value.details() == "etcdserver: no leader"
+    # a watch whose client does not require a leader is served without one, as by etcd
+    late = Watch(cluster.channel(0), rpc_pb2.WatchCreateRequest(key=b"/nl/late"))
+    assert late.next().created
+    with pytest.raises(queue.Empty):
+        plain.next(timeout_s=0.2)
+    late.close()
+    plain.close()
 
 
 def _free_base_port() -> int:

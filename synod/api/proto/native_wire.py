@@ -6,7 +6,7 @@ A frame is a fixed 14-byte head and a body:
     length    uint32 big-endian   bytes after this field (10 + len(body))
     id        uint64 big-endian   request id, chosen by the client; a stream's id
     method    uint8               METHODS code (HELLO is 0)
-    flags     uint8               FLAG_END, FLAG_ERROR
+    flags     uint8               FLAG_END, FLAG_ERROR, FLAG_LEADERLESS_OK
     body      protobuf bytes of the method's request or response message (etcd's own), or
               an error: status uint8 (gRPC code) + etcd's message in UTF-8
 
@@ -33,7 +33,12 @@ _LENGTH = struct.Struct(">I")
 LENGTH_BYTES = 4
 FLAG_END = 0x01
 FLAG_ERROR = 0x02
-FLAGS_KNOWN = FLAG_END | FLAG_ERROR
+# On the first frame of a Watch stream: serve it while the member has no leader. Without
+# it a watch requires a leader (etcd's `hasleader` metadata: refused without one, ended
+# after NO_LEADER_CHECKS_MAX leaderless election timeouts); a gRPC worker sets it for the
+# gRPC clients that do not send that metadata, as etcd serves them.
+FLAG_LEADERLESS_OK = 0x04
+FLAGS_KNOWN = FLAG_END | FLAG_ERROR | FLAG_LEADERLESS_OK
 ID_MAX = 2**64 - 1
 HELLO = 0
 HELLO_BODY = b"synod-native/1"
