@@ -39,7 +39,7 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from synod.api.grpc_server import REQUIRE_LEADER_KEY, build_server
+from synod.api.grpc_server import REQUIRE_LEADER_KEY, SEND_BYTES_MAX, build_server
 from synod.api.native import STREAMS_MAX
 from synod.api.proto import native_wire as wire
 from synod.api.proto.etcdserverpb import rpc_pb2
@@ -53,6 +53,9 @@ CONNECT_TIMEOUT_S = 2.0
 _STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
 _UNAVAILABLE = int(grpc.StatusCode.UNAVAILABLE.value[0])
 STREAM_BUFFER_MAX = 100_000  # responses held for a gRPC client that does not read
+# A response as large as the member's own gRPC server would send (a big Range), not the
+# native client's 64 MiB: one over the limit would break the link for every call on it.
+RESPONSE_BYTES_MAX = SEND_BYTES_MAX
 _HALF_CLOSED = -1  # put in a relayed stream's inbox when its gRPC client half-closed
 STREAMS_PER_LINK = STREAMS_MAX // 2  # streams on one native connection, under its limit
 _PROTO_FILES = (rpc_pb2.DESCRIPTOR, v3lock_pb2.DESCRIPTOR, v3election_pb2.DESCRIPTOR)
@@ -90,7 +93,7 @@ class _NativeLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         try:
-            frames = wire.decode_frames(self.buffer, wire.CLIENT_FRAME_BYTES_MAX)
+            frames = wire.decode_frames(self.buffer, RESPONSE_BYTES_MAX)
         except wire.FrameError as error:
             log.error("gRPC worker: bad frame from the member: %s", error)
             self.close()
