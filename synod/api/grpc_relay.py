@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import logging
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -79,16 +77,12 @@ class _NativeLink(asyncio.Protocol):
         self.calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.streams: dict[int, tuple[int, _Inbox]] = {}  # id → (method, inbox)
         self.lost = False
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        self._frames = wire.FrameSender(self._write)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wire.no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -130,16 +124,11 @@ class _NativeLink(asyncio.Protocol):
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
         """Queue one frame; frames queued in one loop iteration leave in one write."""
-        self._out.append(wire.encode_frame(request_id, method, flags, body))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        self._frames.send(request_id, method, flags, body)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        if self.transport is not None and not self.lost and out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -27,7 +27,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -209,8 +208,7 @@ class NativeConnection(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.writable = asyncio.Event()
         self.writable.set()
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self._frames = wire.FrameSender(self._write)
         self._reading_paused = False
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -223,10 +221,7 @@ class NativeConnection(asyncio.Protocol):
         self.door.connections_accepted += 1
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wire.no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -351,19 +346,12 @@ class NativeConnection(asyncio.Protocol):
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
         """Queue one frame; frames queued in one loop iteration leave in one write."""
-        if self._closed:
-            return
-        self._out.append(wire.encode_frame(request_id, method, flags, body))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self._closed:
+            self._frames.send(request_id, method, flags, body)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        if self._closed or self.transport is None or not out:
-            return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+    def _write(self, data: bytes) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.write(data)
 
     def _pace(self) -> None:
         """Stop reading while too many requests are in flight or the client does not read."""

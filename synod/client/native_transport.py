@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 from collections.abc import Sequence
 from typing import Generic, TypeVar, cast
 
@@ -64,9 +63,7 @@ class _Connection(asyncio.Protocol):
         self.calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.streams: dict[int, NativeStream[Message, Message]] = {}
         self.lost = asyncio.get_running_loop().create_future()
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._loop = asyncio.get_running_loop()
+        self._frames = wire.FrameSender(self._write)
 
     @property
     def open(self) -> bool:
@@ -74,10 +71,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wire.no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -116,16 +110,11 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
         """Queue one frame; frames queued in one loop iteration leave in one write."""
-        self._out.append(wire.encode_frame(request_id, method, flags, body))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        self._frames.send(request_id, method, flags, body)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        if self.transport is not None and self.open and out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and self.open:
+            self.transport.write(data)
 
     def close(self) -> None:
         self._fail("closed by the client")

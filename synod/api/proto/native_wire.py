@@ -14,13 +14,18 @@ Client to server: a frame opens a unary call, or opens/feeds the stream `id`;
 FLAG_END closes the stream or cancels the unary call `id` (empty body). Server to client:
 a unary call gets one frame (its response, or FLAG_END|FLAG_ERROR); a stream gets any number
 of response frames and ends with FLAG_END (with FLAG_ERROR when it failed). Ids are reused
-only after their call or stream ended. Nothing here does I/O; decoding never trusts the
-peer (`FrameError` says what was wrong, and the connection is then closed).
+only after their call or stream ended. Nothing here does I/O (`FrameSender` hands its
+bytes to the connection's write); decoding never trusts the peer (`FrameError` says what
+was wrong, and the connection is then closed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -152,3 +157,36 @@ def parse(message_type: type[Message], body: bytes) -> Message:
     except Exception as error:  # protobuf raises DecodeError, sometimes others
         raise FrameError(f"undecodable {message_type.__name__}: {error}") from error
     return message
+
+
+class FrameSender:
+    """Frames for one connection: those queued in one turn of the event loop leave in one
+    write (a burst of answers costs one send, not one each)."""
+
+    __slots__ = ("_loop", "_out", "_scheduled", "_write")
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._write = write
+        self._out: list[bytes] = []
+        self._scheduled = False
+
+    def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
+        self._out.append(encode_frame(request_id, method, flags, body))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        out, self._out = self._out, []
+        if out:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+
+
+def no_delay(transport: asyncio.BaseTransport) -> None:
+    """Small frames leave at once: a request waits on its answer, not on Nagle."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
