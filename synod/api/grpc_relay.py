@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import itertools
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -442,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready(address: str) -> None:
         print(READY_PREFIX + address, flush=True)
+
+    # Ctrl-C in a terminal reaches the whole process group: the member stops, then closes
+    # our stdin; ending first would cut the calls it is still answering.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     import uvloop
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import sys
 
 from synod.api.grpc_relay import READY_PREFIX
@@ -40,7 +41,7 @@ class GrpcWorkers:
             log_level,
         ]
         self._serving: dict[int, str] = {}
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._turn = 0
         self._stopping = False
@@ -61,10 +62,14 @@ class GrpcWorkers:
         return [process.pid for process in self._processes.values()]
 
     async def _supervise(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                # subprocess.Popen spawns with vfork/exec: no fork handlers run. A fork
+                # (uvloop's spawn) runs gRPC's, which can cut this process's gRPC
+                # connections while the child is set up.
+                process = subprocess.Popen(
+                    self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
                 )
             except OSError as error:
                 log.error("cannot start gRPC worker %d: %s", index, error)
@@ -72,7 +77,7 @@ class GrpcWorkers:
                 continue
             self._processes[index] = process
             try:
-                await self._serve_while_alive(index, process)
+                await self._serve_while_alive(index, process, loop)
             finally:
                 self._serving.pop(index, None)
                 self._processes.pop(index, None)
@@ -85,11 +90,16 @@ class GrpcWorkers:
                 )
                 await asyncio.sleep(RESTART_DELAY_S)
 
-    async def _serve_while_alive(self, index: int, process: asyncio.subprocess.Process) -> None:
+    async def _serve_while_alive(
+        self, index: int, process: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Wait (on a thread: the pipe and the exit are blocking waits) for the ready line,
+        then for the exit."""
         assert process.stdout is not None
+        reading = loop.run_in_executor(None, process.stdout.readline)
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                line = (await process.stdout.readline()).decode(errors="replace").strip()
+                line = (await asyncio.shield(reading)).decode(errors="replace").strip()
         except TimeoutError:
             line = ""
         if line.startswith(READY_PREFIX):
@@ -100,7 +110,8 @@ class GrpcWorkers:
             log.error("gRPC worker %d (pid %d) did not start: %r", index, process.pid, line)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-        await process.wait()
+        await loop.run_in_executor(None, process.wait)
+        process.stdout.close()
 
     async def stop(self, grace: float | None = None) -> None:
         """Close each worker's stdin (it exits), kill the ones that do not (`grace` is
@@ -110,15 +121,16 @@ class GrpcWorkers:
         processes = list(self._processes.values())
         for process in processes:
             if process.stdin is not None:
-                process.stdin.close()
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+        loop = asyncio.get_running_loop()
         for process in processes:
             try:
                 async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await process.wait()
+                    await asyncio.shield(loop.run_in_executor(None, process.wait))
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                await process.wait()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
