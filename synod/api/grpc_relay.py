@@ -38,7 +38,7 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from synod.api.grpc_server import REQUIRE_LEADER_KEY, SEND_BYTES_MAX, build_server
+from synod.api.grpc_server import SEND_BYTES_MAX, build_server, requires_leader
 from synod.api.native import STREAMS_MAX
 from synod.api.proto import native_wire as wire
 from synod.api.proto.etcdserverpb import rpc_pb2
@@ -250,7 +250,7 @@ def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHa
 
     async def stream(requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
         first_flags = 0
-        if method.name == "Watch" and not _requires_leader(context):
+        if method.name == "Watch" and not requires_leader(context):
             first_flags = wire.FLAG_LEADERLESS_OK
         try:
             link, stream_id, inbox = await relay.open_stream(method.code)
@@ -292,11 +292,6 @@ def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHa
                 link.send(stream_id, method.code, wire.FLAG_END, b"")
 
     return grpc.stream_stream_rpc_method_handler(stream)
-
-
-def _requires_leader(context: aio.ServicerContext) -> bool:
-    metadata = context.invocation_metadata() or ()
-    return any(key == REQUIRE_LEADER_KEY and value == "true" for key, value in metadata)
 
 
 async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> None:

@@ -51,7 +51,7 @@ async def _abort(context: aio.ServicerContext, error: EtcdError) -> NoReturn:
     raise AssertionError("abort returns only by raising")
 
 
-def _requires_leader(context: aio.ServicerContext) -> bool:
+def requires_leader(context: aio.ServicerContext) -> bool:
     """etcd clients mark calls that must fail without a leader (clientv3 WithRequireLeader)."""
     metadata = context.invocation_metadata() or ()
     return any(key == REQUIRE_LEADER_KEY and value == "true" for key, value in metadata)
@@ -113,7 +113,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         session = self.h.open_watch()
         monitor: asyncio.Task[None] | None = None
-        if _requires_leader(context):
+        if requires_leader(context):
             if not self.h.has_leader():
                 session.close()
                 await _abort(context, EtcdError(StatusCode.UNAVAILABLE, NO_LEADER))
