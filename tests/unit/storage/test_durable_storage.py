@@ -28,7 +28,7 @@ from synod.paxos.types import (
     SnapshotMeta,
 )
 from synod.storage.errors import StorageCorrupt, StorageError, StorageFull, StorageLocked
-from synod.storage.storage import DurableStorage
+from synod.storage.storage import SNAPSHOT_SYNC_EVERY_BYTES, DurableStorage
 from synod.storage.wal import FRAME_HEADER_BYTES, WalOptions, segment_name
 
 SMALL = WalOptions(segment_bytes_max=4096, sync_thread=False)
@@ -285,6 +285,29 @@ def test_a_snapshot_written_in_pieces_reads_back_as_their_concatenation(
     storage.compact(SnapshotMeta(Slot(8), MEMBERSHIP), pieces)
     restore, loaded = reopen(tmp_path, storage)
     assert restore.snapshot.last_slot == 8
+    assert loaded == data
+
+
+def test_a_large_snapshot_is_synced_as_it_is_written(tmp_path: Path) -> None:
+    """Goal: a large snapshot file reaches the disk in steps of SNAPSHOT_SYNC_EVERY_BYTES,
+    not in one burst that would hold the members' log fsyncs behind it; it reads back
+    whole. Method: count fsyncs of a small and of a 10 MiB compaction."""
+    fs = FaultyFileSystem()
+    directory = str(tmp_path / "data")
+    storage = DurableStorage.open(directory, fs=fs, bootstrap=BOOTSTRAP, options=SMALL)
+    storage.save(None, [entry(slot) for slot in range(1, 30)], None, sync=True)
+    before = fs.sync_calls
+    storage.compact(SnapshotMeta(Slot(10), MEMBERSHIP), [b"small"])
+    small_syncs, before = fs.sync_calls - before, fs.sync_calls
+    data = os.urandom(10 * 2**20)
+    storage.compact(
+        SnapshotMeta(Slot(20), MEMBERSHIP),
+        [data[i : i + 2**18] for i in range(0, len(data), 2**18)],
+    )
+    large_syncs = fs.sync_calls - before
+    assert large_syncs - small_syncs == len(data) // SNAPSHOT_SYNC_EVERY_BYTES
+    storage.close()
+    _, loaded = reopen(tmp_path, DurableStorage.open(directory, options=SMALL))
     assert loaded == data
 
 
