@@ -33,12 +33,17 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from grpc import aio
 
-from synod.api.grpc_server import SEND_BYTES_MAX, build_server, requires_leader
+from synod.api.grpc_server import (
+    SEND_BYTES_MAX,
+    STATUS_OF_CODE,
+    build_server,
+    requires_leader,
+)
 from synod.api.native import STREAMS_MAX
 from synod.api.proto import native_wire as wire
 from synod.api.proto.etcdserverpb import rpc_pb2
@@ -49,7 +54,6 @@ log = logging.getLogger(__name__)
 
 READY_PREFIX = "listening "  # the line a worker prints once it serves: "listening HOST:PORT"
 CONNECT_TIMEOUT_S = 2.0
-_STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
 _UNAVAILABLE = int(grpc.StatusCode.UNAVAILABLE.value[0])
 STREAM_BUFFER_MAX = 100_000  # responses held for a gRPC client that does not read
 # A response as large as the member's own gRPC server would send (a big Range), not the
@@ -78,7 +82,7 @@ class _NativeLink(asyncio.Protocol):
         self.calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.streams: dict[int, tuple[int, _Inbox]] = {}  # id → (method, inbox)
         self.lost = False
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._frames = wire.FrameSender(self._write)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -187,7 +191,7 @@ class NativeRelay:
         if link is None or link.lost:
             link = await self._connected()
         request_id = next(self._ids)
-        future: asyncio.Future[tuple[int, bytes]] = link._loop.create_future()
+        future: asyncio.Future[tuple[int, bytes]] = link.loop.create_future()
         link.calls[request_id] = future
         link.send(request_id, method, 0, body)
         try:
@@ -230,11 +234,9 @@ def _relayed(relay: NativeRelay, code: int) -> grpc.RpcMethodHandler:
         try:
             flags, body = await relay.call(code, request)
         except MemberLost as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-            raise AssertionError("abort returns only by raising") from None
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
         if flags & wire.FLAG_ERROR:
-            status, message = wire.decode_error(body)
-            await context.abort(_STATUS.get(status, grpc.StatusCode.UNKNOWN), message)
+            await _abort_as_frame(context, body)
         return body
 
     return grpc.unary_unary_rpc_method_handler(unary)
@@ -255,8 +257,7 @@ def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHa
         try:
             link, stream_id, inbox = await relay.open_stream(method.code)
         except MemberLost as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-            return
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
         sent = 0
 
         async def pump() -> None:
@@ -278,8 +279,7 @@ def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHa
                     half_closed = True
                 else:
                     if flags & wire.FLAG_ERROR:
-                        status, message = wire.decode_error(body)
-                        await context.abort(_STATUS.get(status, grpc.StatusCode.UNKNOWN), message)
+                        await _abort_as_frame(context, body)
                     if flags & wire.FLAG_END:
                         return
                     yield body
@@ -294,31 +294,56 @@ def _relayed_stream(relay: NativeRelay, method: wire.Method) -> grpc.RpcMethodHa
     return grpc.stream_stream_rpc_method_handler(stream)
 
 
-async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> None:
+async def _abort(context: aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("abort returns only by raising")
+
+
+async def _abort_as_frame(context: aio.ServicerContext, body: bytes) -> NoReturn:
+    """End the call with the status and etcd message of the member's error frame."""
+    status, message = wire.decode_error(body)
+    await _abort(context, STATUS_OF_CODE.get(status, grpc.StatusCode.UNKNOWN), message)
+
+
+async def _abort_as(context: aio.ServicerContext, error: aio.AioRpcError) -> NoReturn:
     trailing = tuple(error.trailing_metadata() or ())  # aio's Metadata; abort takes tuples
     await context.abort(error.code(), error.details() or "", trailing)
+    raise AssertionError("abort returns only by raising")
+
+
+_HANDLER_OF_SHAPE = {  # (client streams, server streams) → grpc's handler constructor
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 def _proxied(channel: aio.Channel, path: str, streams_in: bool, streams_out: bool) -> Any:
-    """A handler that passes one method's calls to the member's own gRPC server."""
+    """A handler that passes one method's calls (a request, or the request iterator) to
+    the member's own gRPC server, with the call's metadata and deadline."""
+    shape = (streams_in, streams_out)
+    multicallable: Any = {
+        (False, False): channel.unary_unary,
+        (False, True): channel.unary_stream,
+        (True, False): channel.stream_unary,
+        (True, True): channel.stream_stream,
+    }[shape](path)
 
-    def options(context: aio.ServicerContext) -> dict[str, Any]:
-        return {"metadata": _forwarded_metadata(context), "timeout": context.time_remaining()}
+    def start(requests: Any, context: aio.ServicerContext) -> Any:
+        metadata = _forwarded_metadata(context)
+        return multicallable(requests, metadata=metadata, timeout=context.time_remaining())
 
-    if not streams_in and not streams_out:
-        call_unary = channel.unary_unary(path)
+    async def one(requests: Any, context: aio.ServicerContext) -> bytes:
+        try:
+            response: bytes = await start(requests, context)
+        except aio.AioRpcError as error:
+            await _abort_as(context, error)
+        return response
 
-        async def unary_unary(request: bytes, context: aio.ServicerContext) -> bytes:
-            try:
-                response: bytes = await call_unary(request, **options(context))
-            except aio.AioRpcError as error:
-                await _abort_as(context, error)
-                raise
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary)
-
-    async def relay_responses(call: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+    # grpc.aio tells a streaming handler by it being an async generator function
+    async def many(requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        call = start(requests, context)
         try:
             async for response in call:
                 yield response
@@ -327,41 +352,7 @@ def _proxied(channel: aio.Channel, path: str, streams_in: bool, streams_out: boo
         finally:
             call.cancel()
 
-    # grpc.aio tells a streaming handler by it being an async generator function: each
-    # handler below must be one itself, not return one.
-    if not streams_in:
-        call_unary_stream = channel.unary_stream(path)
-
-        async def unary_stream(
-            request: bytes, context: aio.ServicerContext
-        ) -> AsyncIterator[bytes]:
-            call = call_unary_stream(request, **options(context))
-            async for response in relay_responses(call, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream)
-
-    if not streams_out:
-        call_stream_unary = channel.stream_unary(path)
-
-        async def stream_unary(requests: Any, context: aio.ServicerContext) -> bytes:
-            try:
-                response: bytes = await call_stream_unary(requests, **options(context))
-            except aio.AioRpcError as error:
-                await _abort_as(context, error)
-                raise
-            return response
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary)
-
-    call_stream_stream = channel.stream_stream(path)
-
-    async def stream_stream(requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
-        call = call_stream_stream(requests, **options(context))
-        async for response in relay_responses(call, context):
-            yield response
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream)
+    return _HANDLER_OF_SHAPE[shape](many if streams_out else one)
 
 
 def method_handlers(
@@ -377,16 +368,13 @@ def method_handlers(
                 native = wire.METHODS_BY_NAME.get(method.name)
                 streams_in = method.client_streaming
                 streams_out = method.server_streaming
-                path = f"/{service.full_name}/{method.name}"
-                proxied = _proxied(channel, path, streams_in, streams_out)
-                if native is None:
-                    handlers[method.name] = proxied
-                elif not native.streaming:
+                if native is not None and not native.streaming:
                     handlers[method.name] = _relayed(relay, native.code)
-                elif streams_in and streams_out:
+                elif native is not None and streams_in and streams_out:
                     handlers[method.name] = _relayed_stream(relay, native)
                 else:
-                    handlers[method.name] = proxied
+                    path = f"/{service.full_name}/{method.name}"
+                    handlers[method.name] = _proxied(channel, path, streams_in, streams_out)
             services[service.full_name] = handlers
     return services
 

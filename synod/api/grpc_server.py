@@ -36,7 +36,7 @@ GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 NO_LEADER_CHECKS_MAX = 3  # etcd's maxNoLeaderCnt
 SEND_BYTES_MAX = 2**31 - 1
-_STATUS = {int(code.value[0]): code for code in grpc.StatusCode}
+STATUS_OF_CODE = {int(code.value[0]): code for code in grpc.StatusCode}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -47,7 +47,7 @@ class BindError(OSError):
 
 
 async def _abort(context: aio.ServicerContext, error: EtcdError) -> NoReturn:
-    await context.abort(_STATUS[int(error.code)], error.message)
+    await context.abort(STATUS_OF_CODE[int(error.code)], error.message)
     raise AssertionError("abort returns only by raising")
 
 

@@ -57,10 +57,6 @@ class GrpcWorkers:
             serving = serving[self._turn :] + serving[: self._turn]
         return serving
 
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._processes.values()]
-
     async def _supervise(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
