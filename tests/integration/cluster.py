@@ -6,6 +6,7 @@ through a client; it uses no client of its own beyond a status probe over gRPC.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,8 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -266,3 +269,13 @@ def launch(
             if "address already in use" not in str(error) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def launched(root: Path, **options: Any) -> Iterator[SynodCluster]:
+    """`launch(root, **options)`, stopped at the end of the block."""
+    cluster = launch(root, **options)
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()

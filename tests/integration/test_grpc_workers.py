@@ -22,7 +22,7 @@ import pytest
 
 from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
-from tests.integration.cluster import SynodCluster, launch
+from tests.integration.cluster import SynodCluster, launched
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +33,8 @@ LOCAL_POOL = (("grpc.use_local_subchannel_pool", 1),)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynodCluster]:
-    running = launch(tmp_path_factory.mktemp("workers"), token="workers-test")
-    try:
+    with launched(tmp_path_factory.mktemp("workers"), token="workers-test") as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 def worker_channel(cluster: SynodCluster, index: int) -> grpc.Channel:
@@ -144,8 +141,7 @@ def test_a_killed_worker_is_replaced_and_clients_are_served_meanwhile(
 
 
 def test_a_worker_outlives_ctrl_c_but_not_its_member(tmp_path: Path) -> None:
-    single = launch(tmp_path, size=1, token="workers-alone")
-    try:
+    with launched(tmp_path, size=1, token="workers-alone") as single:
         (worker,) = single.worker_pids(0)
         os.kill(worker, signal.SIGINT)  # Ctrl-C reaches the group: the member decides
         time.sleep(0.3)
@@ -155,8 +151,6 @@ def test_a_worker_outlives_ctrl_c_but_not_its_member(tmp_path: Path) -> None:
         while time.monotonic() < deadline and _alive(worker):
             time.sleep(0.05)
         assert not _alive(worker), "the worker outlived its member"
-    finally:
-        single.stop_all()
 
 
 def _accepts(address: str) -> bool:

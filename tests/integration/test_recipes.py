@@ -42,7 +42,7 @@ from synod.recipes import (
     Semaphore,
     StaleToken,
 )
-from tests.integration.cluster import SynodCluster, launch
+from tests.integration.cluster import SynodCluster, launched
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,8 @@ TTL_S = 2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynodCluster]:
-    running = launch(tmp_path_factory.mktemp("recipes-cluster"), token="recipes")
-    try:
+    with launched(tmp_path_factory.mktemp("recipes-cluster"), token="recipes") as running:
         yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture
