@@ -97,9 +97,20 @@ class Driver:
 
     def complete(self, ready: Ready) -> None:
         """The part that must wait for the persist of `ready` (and of every earlier one)."""
+        self.acknowledge(ready)
+        self.apply(ready)
+
+    def acknowledge(self, ready: Ready) -> None:
+        """What reveals the save: the replies that waited for it, and the core's notice."""
         if ready.persisted_messages:
             self.outbox.send(ready.persisted_messages)
         self.node.persisted(ready.number)
+
+    def apply(self, ready: Ready) -> None:
+        """What follows from the chosen entries. A runtime may run it before `acknowledge`
+        for a Ready that installs no snapshot and saves no entries (only a commit slot: its
+        entries are chosen whether or not this member remembers so), once every earlier
+        Ready is applied (synod.server.deferred_sync)."""
         if ready.snapshot is not None:
             self.state_machine.restore(ready.snapshot.meta, ready.snapshot.data)
         last_applied: Slot | None = None

@@ -160,8 +160,9 @@ def parse(message_type: type[Message], body: bytes) -> Message:
 
 
 class FrameSender:
-    """Frames for one connection: those queued in one turn of the event loop leave in one
-    write (a burst of answers costs one send, not one each)."""
+    """Frames for one connection: the first of a turn of the event loop leaves at once (a
+    lone answer waits for nothing), the others of that turn leave together in one write at
+    its end (a burst of answers costs two sends, not one each)."""
 
     __slots__ = ("_loop", "_out", "_scheduled", "_write")
 
@@ -172,10 +173,13 @@ class FrameSender:
         self._scheduled = False
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
-        self._out.append(encode_frame(request_id, method, flags, body))
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        frame = encode_frame(request_id, method, flags, body)
+        if self._scheduled:
+            self._out.append(frame)
+            return
+        self._scheduled = True
+        self._loop.call_soon(self._flush)
+        self._write(frame)
 
     def _flush(self) -> None:
         self._scheduled = False
