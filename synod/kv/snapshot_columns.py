@@ -48,6 +48,7 @@ CHUNK_KEYS = 1024
 INDEX_COLUMNS = 8
 KEYS_COLUMN, VALUES_COLUMN = 0, 6  # the columns of bytes, written item by item when large
 PIECE_BYTES = 1 << 20  # a chunk of large values leaves in pieces of about this size
+PIECE_ITEMS = 4096  # and a column of this many numbers (long histories) ends a piece
 
 _FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")
 assert tuple(field.name for field in dataclasses.fields(KeyValue)) == _FIELDS
@@ -163,6 +164,9 @@ class IndexColumns:
         for index, items in enumerate(taken):
             if index not in (KEYS_COLUMN, VALUES_COLUMN):
                 packer.pack(items)
+                if len(items) >= PIECE_ITEMS:  # a long column is a piece of its own
+                    yield packer.bytes()
+                    packer.reset()
                 continue
             if sum(map(len, filter(None, items))) < PIECE_BYTES:
                 packer.pack(items)
