@@ -47,7 +47,7 @@ from synod.kv.messages import INT64_MAX, INT64_MIN, KeyValue
 CHUNK_KEYS = 1024
 INDEX_COLUMNS = 8
 KEYS_COLUMN, VALUES_COLUMN = 0, 6  # the columns of bytes, written item by item when large
-PIECE_BYTES = 1 << 20  # a chunk of large values leaves in pieces of about this size
+PIECE_BYTES = 1 << 18  # a chunk of large values leaves in pieces of about this size
 PIECE_ITEMS = 4096  # and a column of this many numbers (long histories) ends a piece
 
 _FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")

@@ -365,7 +365,11 @@ class Member:
             self.machine.restore(restore.snapshot, snapshot_data)
         self.storage.release_loaded()
         del snapshot_data
-        self._last_snapshot_slot = restore.snapshot.last_slot
+        # Each member snapshots at its own phase of the interval (from its id): members that
+        # all snapshot at the same slot slowed every write of the quorum at the same time.
+        self._last_snapshot_slot = Slot(
+            restore.snapshot.last_slot - self.member_id % self.config.snapshot_every_slots
+        )
         self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
         shipping = FileShippingMachine(self.machine, self.storage)
         self.driver = Driver(

@@ -43,7 +43,7 @@ from synod.storage.storage import DurableStorage
 
 log = logging.getLogger(__name__)
 
-STEP_S_MAX = 0.002
+STEP_S_MAX = 0.001
 
 
 class SnapshotSource(Protocol):
