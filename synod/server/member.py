@@ -366,9 +366,10 @@ class Member:
         self.storage.release_loaded()
         del snapshot_data
         # Each member snapshots at its own phase of the interval (from its id): members that
-        # all snapshot at the same slot slowed every write of the quorum at the same time.
+        # all snapshot at the same slot slowed every write of the quorum at the same time. The
+        # phase delays the first snapshot after a start (never brings it sooner).
         self._last_snapshot_slot = Slot(
-            restore.snapshot.last_slot - self.member_id % self.config.snapshot_every_slots
+            restore.snapshot.last_slot + self.member_id % self.config.snapshot_every_slots
         )
         self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
         shipping = FileShippingMachine(self.machine, self.storage)

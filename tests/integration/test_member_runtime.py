@@ -199,13 +199,13 @@ def test_members_take_their_snapshots_at_different_slots(tmp_path: Path) -> None
             await member.start()
         leader = await wait_for_leader(members)
         first: dict[int, int] = {}
-        for i in range(every * 2):
+        for i in range(every * 3):
             await leader.write(msgpack.packb([f"k{i}", i]))
             for member in members:
                 snapshot = member.storage.snapshot_file()
                 if snapshot is not None and member.member_id not in first:
                     first[member.member_id] = snapshot.meta.last_slot
-        assert len(first) == 3, "every member snapshotted within two intervals"
+        assert len(first) == 3, "every member snapshotted within its first two intervals"
         assert len(set(first.values())) > 1, first
         for member in members:
             await member.stop()
