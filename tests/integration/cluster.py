@@ -242,7 +242,16 @@ class SynodCluster:
             except grpc.RpcError:
                 pass
             time.sleep(0.05)
-        raise AssertionError("no leader answered in time")
+        # A member whose native door lost its port to another process keeps serving without
+        # it (and so without gRPC workers): name the conflict, so that `launch` retries.
+        conflicts = [
+            member.name
+            for member in self.members
+            if member.log_path.exists()
+            and "address already in use" in member.log_path.read_text(errors="replace")
+        ]
+        detail = f": address already in use at {', '.join(conflicts)}" if conflicts else ""
+        raise AssertionError("no leader answered in time" + detail)
 
 
 def launch(
