@@ -345,7 +345,8 @@ class NativeConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ output
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
-        """Queue one frame; frames queued in one loop iteration leave in one write."""
+        """Send one frame (see `wire.FrameSender`: the first of a loop turn at once, the
+        rest of that turn together)."""
         if not self._closed:
             self._frames.send(request_id, method, flags, body)
 

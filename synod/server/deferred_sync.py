@@ -21,22 +21,22 @@ from collections.abc import Iterable
 
 from synod.paxos.messages import AcceptReply
 from synod.paxos.ready import Ready
-from synod.paxos.types import Ballot
+from synod.paxos.types import Ballot, HardState
 
 DELAY_S = 0.002
 
 
-def is_commit_hint_save(ready: Ready, saved_promise: Ballot | None) -> bool:
+def is_commit_hint_save(ready: Ready, saved: HardState) -> bool:
     """Whether `ready` needs its sync only for a learned commit slot: no entries, no
-    snapshot, the promise it saves is the one already saved, and nothing to release but
-    replies to accepts."""
+    snapshot, the promise it saves is the one already saved (`saved`), and nothing to
+    release but replies to accepts."""
     hard_state = ready.hard_state
     return (
         ready.must_sync
         and not ready.entries
         and ready.snapshot is None
         and hard_state is not None
-        and hard_state.promised == saved_promise
+        and hard_state.promised == saved.promised
         and not ready.reads
         and not ready.failed_reads
         and not ready.snapshot_requests

@@ -34,7 +34,6 @@ from synod.paxos.messages import InstallSnapshot, Message
 from synod.paxos.node import Node, Role, TransferRefused
 from synod.paxos.ready import Ready
 from synod.paxos.types import (
-    Ballot,
     Entry,
     EntryKind,
     Membership,
@@ -305,7 +304,6 @@ class Member:
         self._held: list[concurrent.futures.Future[None]] = []
         self._held_ticket: Ticket | None = None
         self._held_timer: asyncio.TimerHandle | None = None
-        self._saved_promise: Ballot | None = None
         self._read_rounds = deferred_sync.ReadRounds()
         self._deadlines: deque[tuple[float, int]] = deque()  # (deadline, waiter)
         self._received_snapshot: InstallSnapshot | None = None
@@ -490,8 +488,6 @@ class Member:
                     ready.hard_state,
                     lazy=hold or not ready.must_sync,
                 )
-                if ready.hard_state is not None:
-                    self._saved_promise = ready.hard_state.promised
                 if hold:
                     self._hold(persisting, ticket)
                 elif ready.must_sync:
@@ -542,7 +538,7 @@ class Member:
         return (
             not self.storage.wal.commit_thread
             and self.node.role is not Role.LEADER
-            and deferred_sync.is_commit_hint_save(ready, self._saved_promise)
+            and deferred_sync.is_commit_hint_save(ready, self.storage.saved_hard_state)
             and all(p.applied for p in self._persisting)
             and self._read_rounds.all_answered(ready.persisted_messages)
         )

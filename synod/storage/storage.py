@@ -233,6 +233,11 @@ class DurableStorage:
                 self._hard_state = hard_state
             return ticket
 
+    @property
+    def saved_hard_state(self) -> HardState:
+        """The hard state of the newest save (written, not necessarily durable yet)."""
+        return self._hard_state
+
     def wait_durable(self, ticket: Ticket) -> None:
         try:
             self.wal.wait_durable(ticket)

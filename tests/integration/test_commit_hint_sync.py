@@ -14,6 +14,7 @@ import pytest
 from synod.paxos.messages import AcceptReply, Message
 from synod.server import deferred_sync
 from synod.server.member import Member
+from synod.server.members import plan_publish
 from synod.storage.fs import RealFile
 from tests.integration.test_member_runtime import DictService, make_configs, wait_for_leader
 
@@ -36,11 +37,22 @@ def _count_syncs(monkeypatch: pytest.MonkeyPatch, data_dirs: Sequence[str]) -> C
 
 
 async def _started(tmp_path: Path) -> tuple[list[Member], Member, list[Member]]:
+    """Three members with a leader, once each has published its client URLs (those
+    entries, written at start, would add syncs to the ones a test counts)."""
     members = [Member(config, DictService()) for config in make_configs(tmp_path)]
     for member in members:
         await member.start()
     leader = await wait_for_leader(members)
+    for _ in range(500):
+        if all(_published(m, member) for m in members for member in members):
+            break
+        await asyncio.sleep(0.01)
     return members, leader, [m for m in members if m is not leader]
+
+
+def _published(seen_by: Member, member: Member) -> bool:
+    urls = tuple(str(url) for url in member.config.advertise_client_urls)
+    return plan_publish(seen_by.table, member.member_id, member.config.name, urls) is None
 
 
 def test_a_follower_syncs_once_per_lone_write(
