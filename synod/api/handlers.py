@@ -43,7 +43,7 @@ from synod.paxos.types import NodeId, SnapshotMeta
 from synod.server import snapshot_file
 from synod.server.config import ServerConfig
 from synod.server.errors import NoLeader, Overloaded, RequestTimeout
-from synod.server.kv_service import KvService
+from synod.server.kv_service import LEASE_RENEW, LEASE_TIME_TO_LIVE, KvService
 from synod.server.member import Member
 from synod.server.members import MemberChangeError, MemberInfo, MemberTable
 from synod.server.reconfig import ChangeResult, MemberOp
@@ -275,25 +275,23 @@ class Handlers:
     async def lease_keep_alive(
         self, request: rpc_pb2.LeaseKeepAliveRequest
     ) -> rpc_pb2.LeaseKeepAliveResponse:
-        """One keep-alive, one answer. An unknown or expired lease is answered with TTL 0
+        """One keep-alive, one answer, from the leader's lease clock without a log entry
+        (see KvService.leader_query). An unknown or expired lease is answered with TTL 0
         and no error, as etcd does on its keep-alive stream (clients test TTL <= 0)."""
-        store_request = convert.to_request(request, kv.LeaseKeepAliveRequest)
-        try:
-            response = await self._write(store_request)
-        except EtcdError as error:
-            if error.message != "etcdserver: requested lease not found":
-                raise
-            return rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=request.ID, TTL=0)
-        assert isinstance(response, kv.LeaseKeepAliveResponse)
-        return convert.to_response(response, rpc_pb2.LeaseKeepAliveResponse(), self.header_fields)
+        ttl_s = await self._guard(self.member.ask_leader(LEASE_RENEW, int(request.ID)))
+        return rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=request.ID, TTL=ttl_s)
 
     async def lease_time_to_live(
         self, request: rpc_pb2.LeaseTimeToLiveRequest
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        store_request = convert.to_request(request, kv.LeaseTimeToLiveRequest)
-        await self._barrier()
-        response = self.service.store.time_to_live(store_request, _now_ms())
-        return convert.to_response(response, rpc_pb2.LeaseTimeToLiveResponse(), self.header_fields)
+        """Asked of the leader: its keep-alives leave no trace in the other members' state."""
+        argument = [int(request.ID), bool(request.keys)]
+        ttl_s, granted_s, keys = await self._guard(
+            self.member.ask_leader(LEASE_TIME_TO_LIVE, argument)
+        )
+        return rpc_pb2.LeaseTimeToLiveResponse(
+            header=self.header(), ID=request.ID, TTL=ttl_s, grantedTTL=granted_s, keys=keys
+        )
 
     async def lease_leases(
         self, request: rpc_pb2.LeaseLeasesRequest

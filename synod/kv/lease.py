@@ -8,10 +8,18 @@ is `LeasePromoteRequest`, which restarts every countdown on the new clock with t
 plus an extension (etcd's lessor `Promote`): leases then outlive a leader change instead of
 all expiring at once.
 
+Each lease has two deadlines. `deadline_ms` is replicated: grants, promotions and logged
+keep-alives set it, the same on every member. `renewed_ms` is this member's own: the
+deadline a keep-alive it answered as leader without a log entry gave (`renew`, as etcd's
+lessor does). The lease expires at the later of the two (`expiry_ms`): that is what `due`
+reads. Applying an expiry reads `deadline_ms`, which is never later, so every member applies
+it alike; a promotion restarts `deadline_ms` past anything a former leader renewed (it
+renewed before this leader was elected).
+
 Lease ids the store chooses come from a counter scrambled by an odd multiplier (a bijection
 on 63 bits), so they are deterministic, positive, unique and look like etcd's.
 
-Invariants: `_deadlines` holds exactly one `(deadline_ms, id)` per lease; a key is in the
+Invariants: `_expiries` holds exactly one `(expiry_ms, id)` per lease; a key is in the
 key set of at most one lease, the one its live KeyValue names.
 """
 
@@ -36,6 +44,11 @@ class Lease:
     ttl_s: int
     deadline_ms: int
     keys: SortedSet = field(default_factory=SortedSet)
+    renewed_ms: int = -1  # this member's renewal as leader; -1: none
+
+    @property
+    def expiry_ms(self) -> int:
+        return max(self.deadline_ms, self.renewed_ms)
 
 
 class LeaseTable:
@@ -46,7 +59,7 @@ class LeaseTable:
         self.ttl_s_min = ttl_s_min
         self.id_counter = 0
         self._leases: SortedDict = SortedDict()
-        self._deadlines: SortedList = SortedList()
+        self._expiries: SortedList = SortedList()
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -81,31 +94,50 @@ class LeaseTable:
         assert lease.id not in self._leases
         assert lease.id != 0
         self._leases[lease.id] = lease
-        self._deadlines.add((lease.deadline_ms, lease.id))
+        self._expiries.add((lease.expiry_ms, lease.id))
 
     def remove(self, lease_id: int) -> Lease:
         lease: Lease = self._leases.pop(lease_id)
-        self._deadlines.remove((lease.deadline_ms, lease.id))
+        self._expiries.remove((lease.expiry_ms, lease.id))
         return lease
 
     def refresh(self, lease_id: int, deadline_ms: int) -> None:
+        """A logged keep-alive (or promotion): the replicated deadline moves."""
         lease: Lease = self._leases[lease_id]
-        self._deadlines.remove((lease.deadline_ms, lease.id))
+        self._expiries.remove((lease.expiry_ms, lease.id))
         lease.deadline_ms = deadline_ms
-        self._deadlines.add((deadline_ms, lease.id))
+        self._expiries.add((lease.expiry_ms, lease.id))
+
+    def renew(self, lease_id: int, now_ms: int) -> int:
+        """The leader's own keep-alive, kept off the log: the lease's granted TTL, or 0 for
+        a lease that is unknown or whose expiry has passed (its expiry may be on its way
+        through the log; a renewal now could be undone by it)."""
+        lease: Lease | None = self._leases.get(lease_id)
+        if lease is None or lease.expiry_ms <= now_ms:
+            return 0
+        renewed_ms = now_ms + lease.ttl_s * 1000
+        if renewed_ms > lease.expiry_ms:
+            self._expiries.remove((lease.expiry_ms, lease.id))
+            lease.renewed_ms = renewed_ms
+            self._expiries.add((lease.expiry_ms, lease.id))
+        return lease.ttl_s
 
     def extend_all(self, now_ms: int, extend_ms: int) -> None:
-        """Restart every lease on a new leader's clock: deadline = now + extend + TTL."""
+        """Restart every lease on a new leader's clock: deadline = now + extend + TTL (a
+        renewal made here since the promotion was proposed may still reach further)."""
         assert extend_ms >= 0
-        for lease in list(self._leases.values()):
-            self.refresh(lease.id, now_ms + extend_ms + lease.ttl_s * 1000)
+        expiries = []
+        for lease in self._leases.values():
+            lease.deadline_ms = now_ms + extend_ms + lease.ttl_s * 1000
+            expiries.append((lease.expiry_ms, lease.id))
+        self._expiries = SortedList(expiries)
 
     def due(self, now_ms: int, limit: int) -> tuple[LeaseId, ...]:
-        """Up to `limit` leases whose deadline is at or before `now_ms`, earliest first."""
+        """Up to `limit` leases whose expiry is at or before `now_ms`, earliest first."""
         assert limit >= 0
         found: list[LeaseId] = []
-        for deadline_ms, lease_id in self._deadlines:
-            if deadline_ms > now_ms or len(found) >= limit:
+        for expiry_ms, lease_id in self._expiries:
+            if expiry_ms > now_ms or len(found) >= limit:
                 break
             found.append(lease_id)
         return tuple(found)
@@ -119,6 +151,6 @@ class LeaseTable:
         raise AssertionError("no free lease id after LEASE_ID_PROBES_MAX probes")
 
     def check_invariants(self) -> None:
-        assert len(self._deadlines) == len(self._leases)
-        for deadline_ms, lease_id in self._deadlines:
-            assert self._leases[lease_id].deadline_ms == deadline_ms
+        assert len(self._expiries) == len(self._leases)
+        for expiry_ms, lease_id in self._expiries:
+            assert self._leases[lease_id].expiry_ms == expiry_ms

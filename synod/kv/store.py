@@ -468,12 +468,18 @@ class KVStore:
         assert not lease.keys
         self.leases.remove(lease_id)
 
+    def lease_renew(self, lease_id: int, now_ms: int) -> int:
+        """The leader's keep-alive, answered without a log entry (see LeaseTable.renew):
+        the granted TTL, or 0 for a lease that is unknown or expired."""
+        return self.leases.renew(lease_id, now_ms)
+
     def time_to_live(self, request: LeaseTimeToLiveRequest, now_ms: int) -> LeaseTimeToLiveResponse:
-        """Remaining whole seconds on the leader's clock; TTL -1 for an unknown lease."""
+        """Remaining whole seconds on the leader's clock (its renewals included: ask the
+        leader); TTL -1 for an unknown lease."""
         lease = self.leases.get(request.ID)
         if lease is None:
             return LeaseTimeToLiveResponse(self._header(), ID=request.ID, TTL=-1)
-        remaining_s = max(0, (lease.deadline_ms - now_ms) // 1000)
+        remaining_s = max(0, (lease.expiry_ms - now_ms) // 1000)
         keys = tuple(lease.keys) if request.keys else ()
         return LeaseTimeToLiveResponse(
             self._header(), ID=lease.id, TTL=remaining_s, grantedTTL=lease.ttl_s, keys=keys

@@ -2,14 +2,18 @@
 fan-out of applied events to the watch streams of this member.
 
 The store (`synod.kv`) is pure; this adapter adds what needs a member: the watch streams
-open on it, and the leader's lease duties (extend every lease when leadership changes hands,
-expire the leases whose time ran out), both proposed through the log like any command.
+open on it, the leader's lease duties (extend every lease when leadership changes hands,
+expire the leases whose time ran out), both proposed through the log like any command, and
+the questions only the leader answers: a keep-alive, which renews a lease on the leader's
+clock without a log entry (as etcd's lessor does: a keep-alive costs a read round, not a
+replicated write), and a lease's remaining time, which only that clock knows.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from synod.kv.codec import encode_command
 from synod.kv.errors import KVError, MalformedCommand
@@ -17,6 +21,7 @@ from synod.kv.messages import (
     Command,
     LeaseExpireRequest,
     LeasePromoteRequest,
+    LeaseTimeToLiveRequest,
     WatchResponse,
 )
 from synod.kv.store import KVStore
@@ -25,6 +30,8 @@ from synod.kv.watch import WatchHub
 log = logging.getLogger(__name__)
 
 EXPIRY_RETRY_MS = 1000
+LEASE_RENEW = "lease-renew"  # argument: lease id; answer: the granted TTL, 0 if gone
+LEASE_TIME_TO_LIVE = "lease-ttl"  # argument: [lease id, keys?]; answer: see leader_query
 WATCH_STREAMS_MAX = 100_000
 
 WatchSink = Callable[[tuple[WatchResponse, ...]], None]
@@ -98,6 +105,24 @@ class KvService:
             self._expiry_proposed_ms[lease_id] = now_ms
             commands.append(encode_command(Command(LeaseExpireRequest(lease_id), now_ms)))
         return commands
+
+    def leader_query(self, name: str, argument: Any, now_ms: int) -> Any:
+        """LEASE_RENEW: the granted TTL (0: unknown or expired). LEASE_TIME_TO_LIVE:
+        `[TTL, grantedTTL, keys]` as LeaseTimeToLive answers (TTL -1: unknown)."""
+        if name == LEASE_RENEW:
+            if type(argument) is not int:
+                raise ValueError("a lease id is an integer")
+            return self.store.lease_renew(argument, now_ms)
+        if name == LEASE_TIME_TO_LIVE:
+            if not (isinstance(argument, list) and len(argument) == 2):
+                raise ValueError("expected [lease id, keys]")
+            lease_id, keys = argument
+            if type(lease_id) is not int:
+                raise ValueError("a lease id is an integer")
+            request = LeaseTimeToLiveRequest(lease_id, keys=bool(keys))
+            response = self.store.time_to_live(request, now_ms)
+            return [response.TTL, response.grantedTTL, list(response.keys)]
+        raise ValueError(f"unknown question {name!r}")
 
     # ------------------------------------------------------------------ watch streams
 

@@ -80,6 +80,12 @@ READ_INDEX_REQUEST = 102
 READ_INDEX_GRANTED = 103
 READ_INDEX_REFUSED = 104
 MEMBER_REMOVED = 107  # "the cluster removed you", to a removed member that still talks
+# A question only the leader answers (`Member.ask_leader`), its answer, and its refusal:
+# [LEADER_QUERY, query_id, name, argument], [LEADER_ANSWER, query_id, answer],
+# [LEADER_REFUSED, query_id, message].
+LEADER_QUERY = 108
+LEADER_ANSWER = 109
+LEADER_REFUSED = 113
 WAITERS_MAX = 100_000
 STORAGE_FAILED_EXIT = 70
 DEBUG_KNOB_REREAD_S = 0.2
@@ -173,6 +179,11 @@ class ReplicatedService(Protocol):
 
     def leader_duties(self, now_ms: int, became_leader: bool) -> list[bytes]:
         """Commands the leader must propose now (lease expiry, for instance)."""
+
+    def leader_query(self, name: str, argument: Any, now_ms: int) -> Any:
+        """Answer a question only the leader can (a lease keep-alive answered without a
+        log entry, for instance) on the leader's lease clock `now_ms`; the answer travels
+        in msgpack. Raise ValueError for a question it does not know."""
 
 
 @dataclass
@@ -292,6 +303,8 @@ class Member:
         self._writes: dict[int, asyncio.Future[object]] = {}
         self._reads: dict[int, _PendingRead] = {}
         self._remote_reads: dict[int, tuple[int, int]] = {}
+        # leader: read rounds of followers' questions -> (follower, query id, name, argument)
+        self._remote_queries: dict[int, tuple[int, int, str, Any]] = {}
         self._process_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._was_leader = False
@@ -619,10 +632,14 @@ class Member:
         self.observer.observe_snapshot_save(seconds)
         self._schedule_process()
 
+    def lease_clock_ms(self) -> int:
+        """The leader's lease clock: wall time (shifted by the fault-testing knob)."""
+        return int(time.time() * 1000 + self._clock_offset_ms.get())
+
     def _leader_duties(self, became_leader: bool = False) -> None:
         if self.node.role is not Role.LEADER:
             return
-        now_ms = int(time.time() * 1000 + self._clock_offset_ms.get())
+        now_ms = self.lease_clock_ms()
         commands = self.service.leader_duties(now_ms, became_leader)
         if commands:
             envelopes = [msgpack.packb([0, 0, command]) for command in commands]
@@ -741,7 +758,67 @@ class Member:
         finally:
             self._reads.pop(read_id, None)
 
+    async def ask_leader(self, name: str, argument: Any) -> Any:
+        """The leader's answer to `service.leader_query(name, argument, ...)`, given once a
+        read round confirmed its leadership after the call began. A leader deposed before
+        that cannot confirm it; the ones elected after it promote every lease afresh, so a
+        lease renewed this way lives at least as long as the answer says."""
+        if self.node.role is Role.LEADER:
+            await self.read_barrier()  # as leader: the round is this member's own
+            return self.service.leader_query(name, argument, self.lease_clock_ms())
+        leader = self.node.leader
+        if leader is None:
+            raise NoLeader("etcdserver: no leader")
+        if len(self._writes) >= WAITERS_MAX:
+            raise Overloaded("too many requests in flight")
+        query_id = next(self._sequence)
+        future: asyncio.Future[object] = self._loop.create_future()
+        self._writes[query_id] = future  # answered, refused or timed out like a write
+        self._forwarded_to[query_id] = leader
+        self.transport.send(leader, [[LEADER_QUERY, query_id, name, argument]])
+        try:
+            return await self._outcome(future, query_id)
+        except TimeoutError as error:
+            raise RequestTimeout("etcdserver: request timed out") from error
+        finally:
+            self._writes.pop(query_id, None)
+            self._forwarded_to.pop(query_id, None)
+
+    def _on_leader_query(self, sender: int, item: list[Any]) -> None:
+        if len(item) != 4 or not isinstance(item[1], int) or not isinstance(item[2], str):
+            log.warning("dropping a malformed leader query from member %x", sender)
+            return
+        local_id = next(self._sequence)
+        try:
+            self.node.read_index(local_id)
+        except (NotLeader, ProposalDropped):
+            self.transport.send(sender, [[LEADER_REFUSED, item[1], "etcdserver: no leader"]])
+            return
+        self._remote_queries[local_id] = (sender, item[1], item[2], item[3])
+
+    def _answer_query(self, sender: int, query_id: int, name: str, argument: Any) -> None:
+        try:
+            answer = self.service.leader_query(name, argument, self.lease_clock_ms())
+        except (ValueError, TypeError) as error:
+            log.warning("refusing member %x's query %r: %s", sender, name, error)
+            self.transport.send(sender, [[LEADER_REFUSED, query_id, f"synod: bad query: {error}"]])
+            return
+        self.transport.send(sender, [[LEADER_ANSWER, query_id, answer]])
+
+    def _on_leader_answer(self, item: list[Any]) -> None:
+        future = self._writes.get(item[1]) if len(item) == 3 else None
+        if future is None or future.done():
+            return
+        if item[0] == LEADER_ANSWER:
+            future.set_result(item[2])
+        else:
+            future.set_exception(NoLeader(str(item[2])))
+
     def _on_read(self, read_id: int) -> None:
+        query = self._remote_queries.pop(read_id, None)
+        if query is not None:
+            self._answer_query(*query)
+            return
         remote = self._remote_reads.pop(read_id, None)
         if remote is not None:
             follower, follower_read_id = remote
@@ -753,6 +830,11 @@ class Member:
             pending.future.set_result(None)
 
     def _on_read_failed(self, read_id: int) -> None:
+        query = self._remote_queries.pop(read_id, None)
+        if query is not None:
+            refusal = [LEADER_REFUSED, query[1], "etcdserver: leader changed"]
+            self.transport.send(query[0], [refusal])
+            return
         remote = self._remote_reads.pop(read_id, None)
         if remote is not None:
             self.transport.send(remote[0], [[READ_INDEX_REFUSED, remote[1]]])
@@ -852,6 +934,10 @@ class Member:
             if pending is not None:
                 pending.slot = Slot(item[2])
                 self._release_remote_reads()
+        elif code == LEADER_QUERY:
+            self._on_leader_query(sender, item)
+        elif code in (LEADER_ANSWER, LEADER_REFUSED):
+            self._on_leader_answer(item)
         elif code == MEMBER_REMOVED:
             if self.machine.table.get(sender) is not None:
                 self._on_removed()

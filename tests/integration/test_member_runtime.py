@@ -45,6 +45,9 @@ class DictService:
     def leader_duties(self, now_ms: int, became_leader: bool) -> list[bytes]:
         return []
 
+    def leader_query(self, name: str, argument: Any, now_ms: int) -> Any:
+        raise ValueError(f"unknown question {name!r}")
+
 
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]

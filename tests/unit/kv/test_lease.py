@@ -141,6 +141,68 @@ def test_keep_alive_moves_the_deadline_and_answers_the_granted_ttl() -> None:
     assert store.kv.leases_due(18_000) == (lease_id,)
 
 
+def test_a_leader_renewal_moves_the_expiry_and_leaves_the_replicated_state_alone() -> None:
+    """Goal: the leader's own keep-alive (no log entry) keeps the lease past its granted
+    deadline on this member, and nothing replicated changes, so members stay identical.
+    Method: grant 10 s at t=0, renew at t=8 s: not due before 18 s, TimeToLive counts from
+    the renewal, and the snapshot is byte for byte that of a store that never renewed."""
+    store, untouched = Store(), Store()
+    lease_id = store.grant(10, now_ms=0)
+    untouched.grant(10, now_ms=0)
+    assert store.kv.lease_renew(lease_id, now_ms=8_000) == 10
+    assert store.kv.leases_due(17_999) == ()
+    assert store.kv.leases_due(18_000) == (lease_id,)
+    assert store.kv.time_to_live(LeaseTimeToLiveRequest(lease_id), 8_500).TTL == 9
+    assert untouched.kv.time_to_live(LeaseTimeToLiveRequest(lease_id), 8_500).TTL == 1
+    assert store.kv.snapshot() == untouched.kv.snapshot()
+    store.kv.check_invariants()
+
+
+def test_a_lease_past_its_expiry_or_unknown_is_not_renewed() -> None:
+    """Goal: once the leader may have proposed a lease's expiry, a keep-alive cannot
+    promise it more time (the expiry in flight would undo the promise): it answers 0 and
+    the lease stays due. An unknown lease answers 0 too."""
+    store = Store()
+    lease_id = store.grant(10, now_ms=0)
+    assert store.kv.lease_renew(lease_id, now_ms=10_000) == 0
+    assert store.kv.leases_due(10_000) == (lease_id,)
+    assert store.kv.lease_renew(12345, now_ms=0) == 0
+    expired = store.do(LeaseExpireRequest(lease_id), now_ms=10_000)
+    assert isinstance(expired, LeaseExpireResponse) and expired.expired
+
+
+def test_an_expiry_applies_by_the_replicated_deadline_on_every_member() -> None:
+    """Goal: applying the leader's expiry gives the same result on the leader (which
+    renewed the lease locally and later saw it due) and on followers (which never saw the
+    renewals). Method: renew on one store only; the expiry at 19 s drops it on both."""
+    leader, follower = Store(), Store()
+    lease_id = leader.grant(10, now_ms=0)
+    follower.grant(10, now_ms=0)
+    assert leader.kv.lease_renew(lease_id, now_ms=9_000) == 10
+    assert leader.kv.leases_due(18_999) == ()
+    assert leader.kv.leases_due(19_000) == (lease_id,)
+    outcomes = [s.do(LeaseExpireRequest(lease_id), now_ms=19_000) for s in (leader, follower)]
+    assert outcomes[0] == outcomes[1]
+    assert isinstance(outcomes[0], LeaseExpireResponse) and outcomes[0].expired
+    assert leader.kv.snapshot() == follower.kv.snapshot()
+
+
+def test_promotion_outlasts_a_former_renewal_and_keeps_a_later_one() -> None:
+    """Goal: a promotion restarts countdowns past what an earlier leader renewed, and
+    never cuts short a renewal this member made after the promotion was proposed."""
+    store = Store()
+    lease_id = store.grant(10, now_ms=0)
+    assert store.kv.lease_renew(lease_id, now_ms=8_000) == 10  # expiry 18 s
+    store.do(LeasePromoteRequest(extend_ms=1_000), now_ms=9_000)  # deadline 20 s
+    assert store.kv.leases_due(19_999) == ()
+    assert store.kv.leases_due(20_000) == (lease_id,)
+    assert store.kv.lease_renew(lease_id, now_ms=15_000) == 10  # expiry 25 s
+    store.do(LeasePromoteRequest(extend_ms=0), now_ms=12_000)  # deadline 22 s
+    assert store.kv.leases_due(24_999) == ()
+    assert store.kv.leases_due(25_000) == (lease_id,)
+    store.kv.check_invariants()
+
+
 def test_leases_due_lists_earliest_deadline_first_up_to_the_limit() -> None:
     """Goal: the leader's expiry query is ordered and bounded."""
     store = Store()
