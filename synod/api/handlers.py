@@ -338,7 +338,10 @@ class Handlers:
             raise _runtime_error(error) from error
 
     async def member_list(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
-        return rpc_pb2.MemberListResponse(header=self._cluster_header(), members=self._members())
+        table = self.member.reconfig.pending_addition() or self.member.table
+        return rpc_pb2.MemberListResponse(
+            header=self._cluster_header(), members=self._members(table)
+        )
 
     async def member_add(self, request: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
         op = MemberOp("add", peer_urls=tuple(request.peerURLs), is_learner=request.isLearner)

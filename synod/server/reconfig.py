@@ -12,6 +12,12 @@ What it keeps: a change is planned only when the leader's applied table is the n
 configuration in its log (nothing committed is left unapplied), so no change is planned
 against a stale table; the core refuses overlapping changes and more than one voter at
 once.
+
+One change is answered before it commits: a voter added to a one-voter cluster. Its entry
+needs the newcomer's vote, and the newcomer is started with what the answer says, so
+waiting for the commit would wait for the caller (etcd answers at once too). It is answered
+once durable on the leader: the one voter of the old configuration holds it, so every
+later leader, which needs that voter's promise, carries it on.
 """
 
 from __future__ import annotations
@@ -117,6 +123,7 @@ class Reconfigurer:
         self._serving: set[asyncio.Task[None]] = set()
         # the configuration this leader proposed and has not applied yet (join queries)
         self.proposed_table: MemberTable | None = None
+        self._proposed_slot = 0  # the slot of the last configuration entry proposed here
 
     # ------------------------------------------------------------------ entry points
 
@@ -145,6 +152,15 @@ class Reconfigurer:
             raise RequestTimeout("etcdserver: request timed out") from error
         finally:
             self._forwarded.pop(request_id, None)
+
+    def pending_addition(self) -> MemberTable | None:
+        """The table with a voter this leader added to its one-voter cluster, while that
+        waits for the newcomer's vote (answered already: member lists show it, as etcd's
+        show a member added and not started yet)."""
+        proposed = self.proposed_table
+        if proposed is not None and _needs_the_newcomer(self.member.table, proposed):
+            return proposed
+        return None
 
     def on_applied(self, change_id: int, table: MemberTable | None) -> None:
         """A change this member proposed is applied here (None: a table-only change found
@@ -251,6 +267,10 @@ class Reconfigurer:
                 if proposed is not None:
                     if op.kind == "add":
                         self.member.expect_peer(member_id, op.peer_urls)
+                    if _needs_the_newcomer(base, table):
+                        self._applied.pop(proposed[0], None)
+                        await self._await_durable(self._proposed_slot, deadline)
+                        return ChangeResult(table, member_id)
                     applied = await self._await_applied(proposed, deadline)
                     if applied is not None:
                         return ChangeResult(applied, member_id)
@@ -306,7 +326,8 @@ class Reconfigurer:
             if table.membership() == base.membership():
                 node.propose([encode_table_command(change_id, base, table)])
             else:
-                node.change_membership(table.membership(), encode_context(change_id, table))
+                context = encode_context(change_id, table)
+                self._proposed_slot = node.change_membership(table.membership(), context)
                 self.proposed_table = table
         except NotLeader as error:
             raise NoLeader("etcdserver: leader changed") from error
@@ -320,6 +341,21 @@ class Reconfigurer:
         self.member._schedule_process()
         return change_id, future
 
+    async def _await_durable(self, slot: int, deadline: float) -> None:
+        """Return once the leader's own log holds `slot` durably; NoLeader if it stops
+        leading first (the entry's fate is then the next leader's)."""
+        node = self.member.node
+        loop = asyncio.get_running_loop()
+        while True:
+            match = node.peer_match(node.node_id)
+            if match is None:
+                raise NoLeader("etcdserver: leader changed")
+            if match >= slot:
+                return
+            if loop.time() > deadline:
+                raise RequestTimeout("etcdserver: request timed out")
+            await asyncio.sleep(APPLIED_POLL_S)
+
     async def _await_applied(
         self, proposed: tuple[int, asyncio.Future[MemberTable | None]], deadline: float
     ) -> MemberTable | None:
@@ -331,3 +367,9 @@ class Reconfigurer:
             raise RequestTimeout("etcdserver: request timed out") from error
         finally:
             self._applied.pop(change_id, None)
+
+
+def _needs_the_newcomer(base: MemberTable, table: MemberTable) -> bool:
+    """A voter added to a configuration of one voter: only the newcomer's vote commits it."""
+    before, after = base.membership().voters, table.membership().voters
+    return len(before) == 1 and len(after) == 2
