@@ -160,17 +160,21 @@ def parse(message_type: type[Message], body: bytes) -> Message:
 
 
 class FrameSender:
-    """Frames for one connection: the first of a turn of the event loop leaves at once (a
-    lone answer waits for nothing), the others of that turn leave together in one write at
-    its end (a burst of answers costs two sends, not one each)."""
+    """Frames for one connection. On a quiet connection the first frame of a turn of the
+    event loop leaves at once (a lone answer waits for nothing) and the others of that turn
+    leave together in one write at its end. On a busy one (the last turn sent more than
+    one frame) every frame waits for the end of its turn: one write a turn, not two (on
+    loopback the sender also pays for the receiver's side of each write, and the receiver
+    wakes once, not twice)."""
 
-    __slots__ = ("_loop", "_out", "_scheduled", "_write")
+    __slots__ = ("_busy", "_loop", "_out", "_scheduled", "_write")
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._write = write
         self._out: list[bytes] = []
         self._scheduled = False
+        self._busy = False
 
     def send(self, request_id: int, method: int, flags: int, body: bytes) -> None:
         frame = encode_frame(request_id, method, flags, body)
@@ -179,11 +183,16 @@ class FrameSender:
             return
         self._scheduled = True
         self._loop.call_soon(self._flush)
-        self._write(frame)
+        if self._busy:
+            self._out.append(frame)
+        else:
+            self._write(frame)
 
     def _flush(self) -> None:
         self._scheduled = False
         out, self._out = self._out, []
+        # busy: this turn sent more than one frame (the first may have left at once)
+        self._busy = len(out) > (1 if self._busy else 0)
         if out:
             self._write(out[0] if len(out) == 1 else b"".join(out))
 
