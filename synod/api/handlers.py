@@ -25,7 +25,7 @@ import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from synod.api import convert
 from synod.api import errors as api_errors
@@ -193,7 +193,14 @@ class Handlers:
         return convert.to_response(response, rpc_pb2.RangeResponse(), self.header_fields)
 
     async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        # The most frequent write: what `_write` and the generic conversions do, inline.
+        outcome = self.put_begin(request)
+        with contextlib.suppress(Exception):  # put_end reads the outcome, failure or not
+            await outcome
+        return self.put_end(outcome)
+
+    def put_begin(self, request: rpc_pb2.PutRequest) -> asyncio.Future[object]:
+        """The most frequent write, in two halves with no coroutine between them (the
+        native door calls them directly): start it here; raise EtcdError to refuse it."""
         store_request = convert.put_request(request)
         try:
             check_put(store_request)
@@ -203,11 +210,18 @@ class Handlers:
         if len(payload) > REQUEST_BYTES_MAX:
             raise api_errors.request_too_large()
         try:
-            response = await self.member.write(payload)
-        except (EtcdError, asyncio.CancelledError):
-            raise
+            return self.member.write_nowait(payload)
         except Exception as error:
             raise _runtime_error(error) from error
+
+    def put_end(self, outcome: asyncio.Future[object]) -> rpc_pb2.PutResponse:
+        """The answer to a put begun by `put_begin` once `outcome` is done (not cancelled)."""
+        error = outcome.exception()
+        if error is not None:
+            if isinstance(error, TimeoutError):
+                raise api_errors.request_timed_out() from error
+            raise _runtime_error(cast(Exception, error)) from error
+        response = outcome.result()
         if type(response) is not kv.PutResponse:
             assert isinstance(response, Exception), response
             raise _runtime_error(response)

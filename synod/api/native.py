@@ -7,8 +7,9 @@ client). This module owns the server side and keeps these rules:
 - Every request reaches the same `Handlers` as the gRPC door and gets the same answers:
   a response frame, or an error frame with the gRPC code and etcd's message.
 - A connection is an asyncio Protocol: bytes are decoded from one bytearray, each unary
-  request runs as a task, and response frames produced in one loop iteration leave in one
-  `transport.write`.
+  request runs as a task (a put, the hot path, as two plain calls around the member's
+  future: `Handlers.put_begin` / `put_end`), and response frames produced in one loop
+  iteration leave in one `transport.write`.
 - Everything a client can make the server hold is bounded: a frame's size, requests in
   flight per connection (frames beyond IN_FLIGHT_MAX wait, undecoded work and unread bytes,
   and reading resumes when half are done), streams per
@@ -45,6 +46,9 @@ STREAM_QUEUE_MAX = 1024  # stream requests waiting for their turn, per stream
 NO_LEADER_CHECKS_MAX = 3  # etcd's maxNoLeaderCnt
 
 UnaryHandler = Callable[[Any], Awaitable[Message]]
+# A unary call in two halves: begin (raise EtcdError to refuse) and end (the answer, or
+# EtcdError, once the begun future is done).
+SplitHandler = tuple[Callable[[Any], "asyncio.Future[Any]"], Callable[[Any], Message]]
 
 _UNARY_HANDLERS = {
     "Range": "range",
@@ -204,7 +208,7 @@ class NativeConnection(asyncio.Protocol):
         self.peer = "?"
         self.buffer = bytearray()
         self.waiting: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
-        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, asyncio.Future[Any]] = {}
         self.streams: dict[int, _Stream] = {}
         self.writable = asyncio.Event()
         self.writable.set()
@@ -287,10 +291,51 @@ class NativeConnection(asyncio.Protocol):
             return
         if request_id in self.calls or request_id in self.streams:
             raise wire.FrameError(f"request id {request_id} already in use")
+        split = self.door.split.get(code)
+        if split is not None:
+            self._begin(request_id, method, split, request)
+            return
         handler = self.door.unary[code]
         self.calls[request_id] = self._loop.create_task(
             self._unary(request_id, method, handler, request)
         )
+
+    def _begin(
+        self, request_id: int, method: wire.Method, split: SplitHandler, request: Message
+    ) -> None:
+        begin, end = split
+        try:
+            outcome = begin(request)
+        except EtcdError as error:
+            body = wire.encode_error(int(error.code), error.message)
+            self.send(request_id, method.code, wire.FLAG_END | wire.FLAG_ERROR, body)
+            return
+        self.calls[request_id] = outcome
+        outcome.add_done_callback(lambda done: self._finish(request_id, method, end, done))
+
+    def _finish(
+        self,
+        request_id: int,
+        method: wire.Method,
+        end: Callable[[Any], Message],
+        outcome: asyncio.Future[Any],
+    ) -> None:
+        if self.calls.get(request_id) is outcome:
+            del self.calls[request_id]
+        if outcome.cancelled():
+            return
+        try:
+            body = end(outcome).SerializeToString()
+            flags = 0
+        except EtcdError as error:
+            body = wire.encode_error(int(error.code), error.message)
+            flags = wire.FLAG_END | wire.FLAG_ERROR
+        except Exception as error:
+            log.exception("native door: %s failed", method.name)
+            body = wire.encode_error(int(StatusCode.INTERNAL), f"synod: internal error: {error}")
+            flags = wire.FLAG_END | wire.FLAG_ERROR
+        self.send(request_id, method.code, flags, body)
+        self._drain()
 
     def _stream_request(
         self, stream_id: int, method: wire.Method, request: Message, flags: int
@@ -387,6 +432,9 @@ class NativeDoor:
             method.code: getattr(handlers, _UNARY_HANDLERS[method.name])
             for method in wire.METHODS.values()
             if not method.streaming
+        }
+        self.split: dict[int, SplitHandler] = {
+            wire.METHODS_BY_NAME["Put"].code: (handlers.put_begin, handlers.put_end),
         }
         self.address: tuple[str, int] = ("", 0)
         self.connections: set[NativeConnection] = set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -658,28 +659,44 @@ class Member:
 
     async def write(self, payload: bytes) -> object:
         """Replicate one command and return the service's response once applied here."""
+        outcome = self.write_nowait(payload)
+        try:
+            return await outcome
+        except TimeoutError as error:
+            raise RequestTimeout("etcdserver: request timed out") from error
+
+    def write_nowait(self, payload: bytes) -> asyncio.Future[object]:
+        """`write` without a coroutine (a task per put costs its member ~10% at load): the
+        future of the service's response, or of TimeoutError, NoLeader or ProposalDropped.
+        Cancelling it forgets the write here (it may still be applied). Raises Overloaded,
+        NoLeader or ProposalDropped when the write cannot even start."""
         if len(self._writes) >= WAITERS_MAX:
             raise Overloaded("too many requests in flight")
         self.proposals_received += 1
         sequence = next(self._sequence)
         envelope = msgpack.packb([self.member_id, sequence, payload])
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[object] = self._loop.create_future()
         self._writes[sequence] = future
-        started = time.perf_counter()
         try:
             self._submit(sequence, envelope)
-            result = await self._outcome(future, sequence)
-            self.observer.observe_proposal(time.perf_counter() - started)
-            return result
-        except TimeoutError as error:
-            self.proposals_failed += 1
-            raise RequestTimeout("etcdserver: request timed out") from error
         except (NoLeader, ProposalDropped):
             self.proposals_failed += 1
-            raise
-        finally:
             self._writes.pop(sequence, None)
             self._forwarded_to.pop(sequence, None)
+            raise
+        self._deadlines.append((self._loop.time() + self.config.request_timeout_s, sequence))
+        future.add_done_callback(functools.partial(self._write_done, sequence, time.perf_counter()))
+        return future
+
+    def _write_done(self, sequence: int, started: float, future: asyncio.Future[object]) -> None:
+        self._writes.pop(sequence, None)
+        self._forwarded_to.pop(sequence, None)
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            self.observer.observe_proposal(time.perf_counter() - started)
+        else:
+            self.proposals_failed += 1
 
     async def _outcome(self, future: asyncio.Future[Any], waiter: int) -> Any:
         """`future`'s outcome, or TimeoutError after the request timeout (give or take a

@@ -95,7 +95,7 @@ class FakeWatch:
 
 
 class FakeHandlers:
-    """What the door calls on `Handlers`; Put waits on `gate` when the value is 'slow'."""
+    """What the door calls on `Handlers`; a Put waits on `gate` when its value is 'slow'."""
 
     election_timeout_s = 60.0
 
@@ -118,14 +118,33 @@ class FakeHandlers:
             raise EtcdError(StatusCode.OUT_OF_RANGE, "mvcc: required revision has been compacted")
         return rpc_pb2.RangeResponse(kvs=[{"key": request.key, "value": request.key}], count=1)
 
-    async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        if request.value == b"slow":
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
+    def put_begin(self, request: rpc_pb2.PutRequest) -> asyncio.Future[rpc_pb2.PutResponse]:
+        """`put`, as the door calls it: the begun call's future (the real Handlers' member
+        future); a cancelled one counts in `cancelled`."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[rpc_pb2.PutResponse] = loop.create_future()
+        response = rpc_pb2.PutResponse(header={"revision": len(request.value)})
+        if request.value != b"slow":
+            outcome.set_result(response)
+            return outcome
+
+        async def release() -> None:
+            await self.gate.wait()
+            if not outcome.done():
+                outcome.set_result(response)
+
+        waiter = loop.create_task(release())
+
+        def on_done(done: asyncio.Future[rpc_pb2.PutResponse]) -> None:
+            if done.cancelled():
                 self.cancelled += 1
-                raise
-        return rpc_pb2.PutResponse(header={"revision": len(request.value)})
+                waiter.cancel()
+
+        outcome.add_done_callback(on_done)
+        return outcome
+
+    def put_end(self, outcome: asyncio.Future[rpc_pb2.PutResponse]) -> rpc_pb2.PutResponse:
+        return outcome.result()
 
     async def lease_keep_alive(
         self, request: rpc_pb2.LeaseKeepAliveRequest
