@@ -377,12 +377,10 @@ class Member:
             self.machine.restore(restore.snapshot, snapshot_data)
         self.storage.release_loaded()
         del snapshot_data
-        # Each member snapshots at its own phase of the interval (from its id): members that
-        # all snapshot at the same slot slowed every write of the quorum at the same time. The
-        # phase delays the first snapshot after a start (never brings it sooner).
-        self._last_snapshot_slot = Slot(
-            restore.snapshot.last_slot + self.member_id % self.config.snapshot_every_slots
-        )
+        # Each member snapshots at its own phase of the interval: members that all snapshot
+        # at the same slot slowed every write of the quorum at the same time. The phase
+        # delays the first snapshot after a start (never brings it sooner).
+        self._last_snapshot_slot = Slot(restore.snapshot.last_slot + self._snapshot_phase())
         self.snapshots = SnapshotSaver(self.storage, self._on_snapshot_saved, self._storage_failed)
         shipping = FileShippingMachine(self.machine, self.storage)
         self.driver = Driver(
@@ -626,6 +624,14 @@ class Member:
             return
         if not self.snapshots.busy:
             self.snapshots.start(*self.machine.snapshot_stream())
+
+    def _snapshot_phase(self) -> int:
+        """This member's share of the snapshot interval: the members of the table, in id
+        order, spread evenly over it (ids alone collided: three members once drew the
+        same id modulo 40)."""
+        every = self.config.snapshot_every_slots
+        ids = sorted({info.member_id for info in self.machine.table.members} | {self.member_id})
+        return ids.index(self.member_id) * every // len(ids)
 
     def _on_snapshot_saved(self, meta: SnapshotMeta, seconds: float) -> None:
         self.node.compact(meta)
