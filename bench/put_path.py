@@ -75,6 +75,11 @@ class _AnsweringMember:
     async def write(self, payload: bytes) -> object:
         return self.response
 
+    def write_nowait(self, payload: bytes) -> asyncio.Future[object]:
+        answered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        answered.set_result(self.response)
+        return answered
+
 
 def handler_us(puts: int, repeat: int) -> float:
     handlers: Any = Handlers.__new__(Handlers)

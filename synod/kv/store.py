@@ -25,7 +25,8 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import islice, takewhile
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -153,7 +154,10 @@ class KVStore:
         self._compact_revision = 0
         self._index: SortedDict = SortedDict()  # key -> History
         self._live: SortedDict = SortedDict()  # key -> KeyValue
-        self._changes: SortedDict = SortedDict()  # revision -> tuple of keys, write order
+        # revision -> tuple of keys in write order; a plain dict whose insertion order is
+        # revision order (revisions only grow; compaction drops the oldest): a SortedDict
+        # cost each put ~2 us on every member
+        self._changes: dict[int, tuple[bytes, ...]] = {}
         self.leases = LeaseTable(lease_ttl_s_min)
         self._freezes: list[_Freeze] = []  # of the open snapshot streams, oldest first
 
@@ -287,8 +291,14 @@ class KVStore:
         """Every revision from `start_revision` on with its events, for watch replay."""
         if start_revision < self._compact_revision:
             raise errors.Compacted()
-        for revision in self._changes.irange(minimum=start_revision):
-            yield revision, self._events_at(revision)
+        changes = self._changes
+        if not changes or start_revision > self._revision:
+            return
+        # Revisions since the compaction are consecutive except in stores restored from
+        # format 1 (gaps at revisions without a change): step through the range.
+        for revision in range(max(start_revision, next(iter(changes))), self._revision + 1):
+            if revision in changes:
+                yield revision, self._events_at(revision)
 
     def _events_at(self, revision: int) -> tuple[Event, ...]:
         events = []
@@ -424,8 +434,9 @@ class KVStore:
             history.compact(revision)
             if history.is_empty():
                 del self._index[key]
-        for old in list(self._changes.irange(maximum=revision, inclusive=(True, False))):
-            del self._changes[old]
+        changes = self._changes
+        for old in list(takewhile(lambda at: at < revision, changes)):
+            del changes[old]
         self._compact_revision = revision
         return CompactionResponse(self._header())
 
@@ -700,7 +711,7 @@ class KVStore:
         # the full check (a Python walk of every key, a second at a million keys) is left
         # to the tests; what is cheap is asserted here.
         assert len(store._live) <= len(store._index)
-        assert not store._changes or store._changes.keys()[0] >= store._compact_revision
+        assert not store._changes or next(iter(store._changes)) >= store._compact_revision
         store.leases.check_invariants()
         return store
 
@@ -717,7 +728,7 @@ class KVStore:
         restored.live_keys, restored.live = [], []
         revisions, changes = restored_changes(restored)
         restored.change_revisions, restored.change_firsts = [], []
-        self._changes = SortedDict(zip(revisions, changes, strict=True))
+        self._changes = _in_revision_order(revisions, changes)
         _need(len(self._changes) == len(revisions), "two changes at one revision")
         return [(kv.key, kv.lease) for kv in restored.leased]
 
@@ -772,7 +783,7 @@ class KVStore:
                     raise MalformedCommand("invalid snapshot: snapshot change key")
             revisions.append(at)
             changes.append(tuple(keys))
-        self._changes = SortedDict(zip(revisions, changes, strict=True))
+        self._changes = dict(zip(revisions, changes, strict=True))
 
     def check_invariants(self) -> None:
         assert self._revision >= 1
@@ -792,9 +803,29 @@ class KVStore:
             for key in lease.keys:
                 assert self._live[key].lease == lease_id
         if self._changes:
-            assert self._changes.keys()[-1] <= self._revision
-            assert self._changes.keys()[0] >= self._compact_revision
+            revisions = list(self._changes)
+            assert revisions == sorted(revisions), "changes in revision order"
+            assert revisions[-1] <= self._revision
+            assert revisions[0] >= self._compact_revision
         self.leases.check_invariants()
+
+
+def _in_revision_order(
+    revisions: list[int], changes: list[tuple[bytes, ...]]
+) -> dict[int, tuple[bytes, ...]]:
+    """The changes by revision, in revision order. A format 2 snapshot has one change at
+    each revision since the compaction, gathered key by key: placing each by its revision
+    (0.8 s at a million in random order) beats a sort (1.0 s)."""
+    if not revisions:
+        return {}
+    low = min(revisions)
+    span = max(revisions) - low + 1
+    if span > 2 * len(revisions):  # sparse: sort
+        return dict(sorted(zip(revisions, changes, strict=True), key=itemgetter(0)))
+    places: list[int] = [-1] * span
+    for index, revision in enumerate(revisions):
+        places[revision - low] = index
+    return {revisions[index]: changes[index] for index in places if index >= 0}
 
 
 _UNCHANGED = History()
