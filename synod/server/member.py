@@ -789,7 +789,10 @@ class Member:
         lease renewed this way lives at least as long as the answer says."""
         if self.node.role is Role.LEADER:
             await self.read_barrier()  # as leader: the round is this member's own
-            return self.service.leader_query(name, argument, self.lease_clock_ms())
+            try:
+                return self.service.leader_query(name, argument, self.lease_clock_ms())
+            except (ValueError, TypeError) as error:  # as a follower hears it: refused
+                raise NoLeader(f"synod: bad query: {error}") from error
         leader = self.node.leader
         if leader is None:
             raise NoLeader("etcdserver: no leader")
