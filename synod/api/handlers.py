@@ -76,7 +76,7 @@ def _runtime_error(error: Exception) -> EtcdError:
         return error
     if isinstance(error, KVError):
         return api_errors.from_kv_error(error)
-    if isinstance(error, RequestTimeout):
+    if isinstance(error, RequestTimeout | TimeoutError):  # a member future's deadline
         return api_errors.request_timed_out()
     if isinstance(error, Overloaded):
         return api_errors.too_many_requests()
@@ -218,8 +218,6 @@ class Handlers:
         """The answer to a put begun by `put_begin` once `outcome` is done (not cancelled)."""
         error = outcome.exception()
         if error is not None:
-            if isinstance(error, TimeoutError):
-                raise api_errors.request_timed_out() from error
             raise _runtime_error(cast(Exception, error)) from error
         response = outcome.result()
         if type(response) is not kv.PutResponse:

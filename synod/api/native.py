@@ -307,7 +307,7 @@ class NativeConnection(asyncio.Protocol):
         try:
             outcome = begin(request)
         except EtcdError as error:
-            body = wire.encode_error(int(error.code), error.message)
+            body = _error_frame(method, error)
             self.send(request_id, method.code, wire.FLAG_END | wire.FLAG_ERROR, body)
             return
         self.calls[request_id] = outcome
@@ -327,13 +327,8 @@ class NativeConnection(asyncio.Protocol):
         try:
             body = end(outcome).SerializeToString()
             flags = 0
-        except EtcdError as error:
-            body = wire.encode_error(int(error.code), error.message)
-            flags = wire.FLAG_END | wire.FLAG_ERROR
         except Exception as error:
-            log.exception("native door: %s failed", method.name)
-            body = wire.encode_error(int(StatusCode.INTERNAL), f"synod: internal error: {error}")
-            flags = wire.FLAG_END | wire.FLAG_ERROR
+            body, flags = _error_frame(method, error), wire.FLAG_END | wire.FLAG_ERROR
         self.send(request_id, method.code, flags, body)
         self._drain()
 
@@ -372,15 +367,10 @@ class NativeConnection(asyncio.Protocol):
             response = await handler(request)
             body = response.SerializeToString()
             flags = 0
-        except EtcdError as error:
-            body = wire.encode_error(int(error.code), error.message)
-            flags = wire.FLAG_END | wire.FLAG_ERROR
         except asyncio.CancelledError:
             return
         except Exception as error:
-            log.exception("native door: %s failed", method.name)
-            body = wire.encode_error(int(StatusCode.INTERNAL), f"synod: internal error: {error}")
-            flags = wire.FLAG_END | wire.FLAG_ERROR
+            body, flags = _error_frame(method, error), wire.FLAG_END | wire.FLAG_ERROR
         finally:
             if self.calls.get(request_id) is asyncio.current_task():
                 del self.calls[request_id]
@@ -420,6 +410,15 @@ class NativeConnection(asyncio.Protocol):
         self._closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _error_frame(method: wire.Method, error: Exception) -> bytes:
+    """The body of the error frame answering a failed call: etcd's code and message, or an
+    internal error (logged with its traceback: call from the `except` that caught it)."""
+    if isinstance(error, EtcdError):
+        return wire.encode_error(int(error.code), error.message)
+    log.exception("native door: %s failed", method.name)
+    return wire.encode_error(int(StatusCode.INTERNAL), f"synod: internal error: {error}")
 
 
 class NativeDoor:

@@ -789,10 +789,7 @@ class Member:
         lease renewed this way lives at least as long as the answer says."""
         if self.node.role is Role.LEADER:
             await self.read_barrier()  # as leader: the round is this member's own
-            try:
-                return self.service.leader_query(name, argument, self.lease_clock_ms())
-            except (ValueError, TypeError) as error:  # as a follower hears it: refused
-                raise NoLeader(f"synod: bad query: {error}") from error
+            return self._leader_answer(name, argument)
         leader = self.node.leader
         if leader is None:
             raise NoLeader("etcdserver: no leader")
@@ -823,12 +820,20 @@ class Member:
             return
         self._remote_queries[local_id] = (sender, item[1], item[2], item[3])
 
+    def _leader_answer(self, name: str, argument: Any) -> Any:
+        """The service's answer on the lease clock; a question it refuses is NoLeader, on
+        the leader as on the follower that asked."""
+        try:
+            return self.service.leader_query(name, argument, self.lease_clock_ms())
+        except (ValueError, TypeError) as error:
+            raise NoLeader(f"synod: bad query: {error}") from error
+
     def _answer_query(self, sender: int, query_id: int, name: str, argument: Any) -> None:
         try:
-            answer = self.service.leader_query(name, argument, self.lease_clock_ms())
-        except (ValueError, TypeError) as error:
-            log.warning("refusing member %x's query %r: %s", sender, name, error)
-            self.transport.send(sender, [[LEADER_REFUSED, query_id, f"synod: bad query: {error}"]])
+            answer = self._leader_answer(name, argument)
+        except NoLeader as refusal:
+            log.warning("refusing member %x's query %r: %s", sender, name, refusal)
+            self.transport.send(sender, [[LEADER_REFUSED, query_id, str(refusal)]])
             return
         self.transport.send(sender, [[LEADER_ANSWER, query_id, answer]])
 

@@ -123,7 +123,6 @@ class Reconfigurer:
         self._serving: set[asyncio.Task[None]] = set()
         # the configuration this leader proposed and has not applied yet (join queries)
         self.proposed_table: MemberTable | None = None
-        self._proposed_slot = 0  # the slot of the last configuration entry proposed here
 
     # ------------------------------------------------------------------ entry points
 
@@ -268,8 +267,10 @@ class Reconfigurer:
                     if op.kind == "add":
                         self.member.expect_peer(member_id, op.peer_urls)
                     if _needs_the_newcomer(base, table):
+                        # proposed just now, with no await since: the log's last entry
+                        entry_slot = self.member.node.last_slot
                         self._applied.pop(proposed[0], None)
-                        await self._await_durable(self._proposed_slot, deadline)
+                        await self._await_durable(entry_slot, deadline)
                         return ChangeResult(table, member_id)
                     applied = await self._await_applied(proposed, deadline)
                     if applied is not None:
@@ -326,8 +327,7 @@ class Reconfigurer:
             if table.membership() == base.membership():
                 node.propose([encode_table_command(change_id, base, table)])
             else:
-                context = encode_context(change_id, table)
-                self._proposed_slot = node.change_membership(table.membership(), context)
+                node.change_membership(table.membership(), encode_context(change_id, table))
                 self.proposed_table = table
         except NotLeader as error:
             raise NoLeader("etcdserver: leader changed") from error
