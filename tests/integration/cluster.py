@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -254,20 +254,21 @@ class SynodCluster:
         raise AssertionError("no leader answered in time" + detail)
 
 
+C = TypeVar("C", bound=SynodCluster)
+
+
 def launch(
     root: Path,
-    size: int = 3,
-    token: str = "test-cluster",
     attempts: int = 3,
-    extra_flags: tuple[str, ...] = (),
-) -> SynodCluster:
-    """A started cluster with a leader. Free ports are only free when picked: another
-    process (or an outgoing connection's ephemeral port) may take one before the member
-    binds it, so a start that fails with 'address already in use' is retried on new ports."""
+    kind: type[C] = SynodCluster,
+    **options: Any,
+) -> C:
+    """A started cluster of `kind` (`options`: its fields, size, token, extra_flags...)
+    with a leader. Free ports are only free when picked: another process (or an outgoing
+    connection's ephemeral port) may take one before the member binds it, so a start that
+    fails with 'address already in use' is retried on new ports."""
     for attempt in range(attempts):
-        cluster = SynodCluster(
-            root / f"try{attempt}", size=size, token=token, extra_flags=extra_flags
-        )
+        cluster = kind(root / f"try{attempt}", **options)
         cluster.root.mkdir(parents=True, exist_ok=True)
         cluster.start_all()
         try:

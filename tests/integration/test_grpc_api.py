@@ -31,7 +31,7 @@ from synod.api.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.api.proto.mvccpb import kv_pb2
 from synod.api.proto.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from synod.api.proto.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
-from tests.integration.cluster import SynodCluster, free_ports
+from tests.integration.cluster import SynodCluster, free_ports, launch
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +121,8 @@ class Watch:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("grpc-cluster"))
-    running.start_all()
+    running = launch(tmp_path_factory.mktemp("grpc-cluster"), kind=Cluster)
     try:
-        running.wait_leader()
         yield running
     finally:
         running.stop_all()
